@@ -1,0 +1,98 @@
+#include "common/init.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include <algorithm>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/internal/usage.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, log_level, "info",
+          "Log level: trace, debug, info, warn, error, critical or off.");
+
+namespace ds::common {
+namespace {
+
+// --help lists every flag defined in this project's sources; --helpfull adds
+// Abseil's own. Abseil's default shows only flags from the file with main().
+bool IsProjectFlagFile(absl::string_view file) {
+  return !absl::StrContains(file, "absl/");
+}
+
+// --help / -h: the usage paragraph and every project flag on stdout, exit 0.
+// (Abseil's own --help handler exits 1.)
+[[noreturn]] void PrintHelpAndExit(std::string_view usage) {
+  std::cout << usage << "\n\nFlags:\n";
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (IsProjectFlagFile(flag->Filename())) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(), [](auto* a, auto* b) { return a->Name() < b->Name(); });
+  for (const auto* flag : flags) absl::flags_internal::FlagHelp(std::cout, *flag);
+  std::cout << "\nAbseil's own flags (--flagfile, --fromenv, ...): --helpfull\n";
+  std::cout.flush();
+  std::exit(0);
+}
+
+}  // namespace
+
+bool ParseLogLevel(std::string_view name, spdlog::level::level_enum* level) {
+  static constexpr std::pair<std::string_view, spdlog::level::level_enum> kLevels[] = {
+      {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug},
+      {"info", spdlog::level::info},   {"warn", spdlog::level::warn},
+      {"error", spdlog::level::err},   {"critical", spdlog::level::critical},
+      {"off", spdlog::level::off}};
+  for (const auto& [n, l] : kLevels) {
+    if (n == name) {
+      *level = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<std::string> InitProcess(int argc, char** argv, std::string_view usage) {
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = IsProjectFlagFile;
+  config.contains_helpshort_flags = IsProjectFlagFile;
+  config.normalize_filename = [](absl::string_view f) { return std::string(f); };
+  absl::SetFlagsUsageConfig(config);
+  absl::SetProgramUsageMessage(absl::string_view(usage.data(), usage.size()));
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--") break;
+    if (a == "--help" || a == "-help" || a == "-h") PrintHelpAndExit(usage);
+  }
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  spdlog::level::level_enum level;
+  if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    std::fprintf(stderr, "%s: bad --log_level '%s' (want trace, debug, info, warn, error, critical or off)\n",
+                 argv[0], absl::GetFlag(FLAGS_log_level).c_str());
+    std::exit(2);
+  }
+  spdlog::set_level(level);
+  std::vector<std::string> out;
+  for (size_t i = 1; i < rest.size(); ++i) out.emplace_back(rest[i]);
+  return out;
+}
+
+std::shared_ptr<spdlog::logger> MakeLogger(std::string_view component) {
+  // Logs go to stderr so that command-line tools keep stdout for results.
+  static auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  auto logger = std::make_shared<spdlog::logger>(std::string(component), sink);
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%L%$ [%n] %v");
+  logger->set_level(spdlog::get_level());
+  logger->flush_on(spdlog::level::warn);
+  return logger;
+}
+
+}  // namespace ds::common
