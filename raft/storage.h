@@ -1,0 +1,79 @@
+// Storage: the Raft log, hard state and snapshot as the core sees them.
+//
+// Two implementations pass the same conformance tests (tests/raft/):
+//   - MemoryStorage (raft/memory_storage.h): tests and the simulation; can lose
+//     writes that were not synced, to model a crash.
+//   - RocksDbStorage (raft/rocksdb_storage.h): production.
+//
+// The core only *reads* through this interface (deterministic queries: for a
+// given sequence of Saves, every read returns the same answer). The driver (the
+// Node, or the simulation harness) *writes*: it persists each Ready with Save()
+// before sending the messages that depend on it, and calls ApplySnapshot() /
+// Compact() as the application installs or takes snapshots. Reads must be cheap
+// (served from memory) because the core calls them on its hot path.
+//
+// Index conventions (as etcd's raft): entries with index in
+// [FirstIndex(), LastIndex()] are available; FirstIndex() - 1 is the snapshot
+// index, whose term Term() still answers. A fresh storage has FirstIndex() == 1,
+// LastIndex() == 0 and Term(0) == 0.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/raft.pb.h"
+
+namespace ds::raft {
+
+struct InitialState {
+  pb::HardState hard_state;
+  pb::ConfState conf_state;  // from the latest snapshot or conf-change entry persisted
+};
+
+class Storage {
+ public:
+  virtual ~Storage() = default;
+
+  // ---- Read side (called by the core) ----
+
+  virtual absl::StatusOr<InitialState> GetInitialState() = 0;
+  // Entries in [lo, hi), at most max_bytes of serialized entries but always at
+  // least one if any is in range. kOutOfRange if lo < FirstIndex() (compacted:
+  // send a snapshot instead) or hi > LastIndex() + 1.
+  virtual absl::StatusOr<std::vector<pb::Entry>> Entries(uint64_t lo, uint64_t hi,
+                                                          uint64_t max_bytes) = 0;
+  // Term of entry i, for i in [FirstIndex() - 1, LastIndex()]; kOutOfRange
+  // otherwise (compacted or not yet written).
+  virtual absl::StatusOr<uint64_t> Term(uint64_t i) = 0;
+  virtual uint64_t FirstIndex() = 0;
+  virtual uint64_t LastIndex() = 0;
+  // The latest snapshot (metadata index 0 if none).
+  virtual absl::StatusOr<pb::Snapshot> GetSnapshot() = 0;
+
+  // ---- Write side (called by the driver) ----
+
+  // Persists one Ready atomically: the hard state (if non-null), then the
+  // entries, which overwrite any existing entries from entries[0].index on
+  // (a conflicting suffix is truncated). With sync, returns only after the
+  // write is durable (fsync); everything acknowledged to anyone must be synced.
+  virtual absl::Status Save(const pb::HardState* hard_state,
+                            const std::vector<pb::Entry>& entries, bool sync) = 0;
+  // Installs a snapshot received from the leader: replaces the whole log with
+  // the snapshot (FirstIndex() becomes metadata.index + 1). Synced.
+  virtual absl::Status ApplySnapshot(const pb::Snapshot& snapshot) = 0;
+  // The application took a snapshot of its state at `index` (<= the applied
+  // index, which is <= LastIndex()): store it and discard entries <= index.
+  // Synced. kFailedPrecondition if index is older than the current snapshot.
+  virtual absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
+                                      std::string data) = 0;
+
+  // Bytes of persisted Raft state (log entries + hard state), excluding the
+  // snapshot: what 6.824 calls persister.RaftStateSize().
+  virtual uint64_t RaftStateBytes() = 0;
+  // Bytes of the stored snapshot data.
+  virtual uint64_t SnapshotBytes() = 0;
+};
+
+}  // namespace ds::raft
