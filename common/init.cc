@@ -8,8 +8,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/internal/usage.h"
-#include "absl/flags/reflection.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
@@ -24,9 +24,7 @@ namespace {
 
 // --help lists every flag defined in this project's sources; --helpfull adds
 // Abseil's own. Abseil's default shows only flags from the file with main().
-bool IsProjectFlagFile(absl::string_view file) {
-  return !absl::StrContains(file, "absl/");
-}
+bool IsProjectFlagFile(absl::string_view file) { return !absl::StrContains(file, "absl/"); }
 
 // --help / -h: the usage paragraph and every project flag on stdout, exit 0.
 // (Abseil's own --help handler exits 1.)
@@ -75,8 +73,10 @@ std::vector<std::string> InitProcess(int argc, char** argv, std::string_view usa
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   spdlog::level::level_enum level;
   if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
-    std::fprintf(stderr, "%s: bad --log_level '%s' (want trace, debug, info, warn, error, critical or off)\n",
-                 argv[0], absl::GetFlag(FLAGS_log_level).c_str());
+    std::fprintf(
+        stderr,
+        "%s: bad --log_level '%s' (want trace, debug, info, warn, error, critical or off)\n",
+        argv[0], absl::GetFlag(FLAGS_log_level).c_str());
     std::exit(2);
   }
   spdlog::set_level(level);

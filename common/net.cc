@@ -60,7 +60,8 @@ std::string PortReservation::address() const { return absl::StrCat("127.0.0.1:",
 
 absl::StatusOr<PortReservation> ReserveFreePort() {
   const char* tmp = std::getenv("TMPDIR");
-  std::string dir = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/dstack-ports-", getuid());
+  std::string dir =
+      absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/dstack-ports-", getuid());
   mkdir(dir.c_str(), 0700);  // EEXIST is fine.
   std::random_device rd;
   std::mt19937 rng(rd());  // Not a simulation: any spread over the range will do.

@@ -48,7 +48,8 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(SubprocessOptions 
   if (!options.log_path.empty()) {
     log_fd = open(options.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log_fd < 0) {
-      return absl::InternalError(absl::StrCat("Subprocess: open ", options.log_path, ": ", std::strerror(errno)));
+      return absl::InternalError(
+          absl::StrCat("Subprocess: open ", options.log_path, ": ", std::strerror(errno)));
     }
   }
   const char* cwd = options.working_dir.empty() ? nullptr : options.working_dir.c_str();
@@ -148,9 +149,9 @@ absl::Status Subprocess::WaitHealthy(const std::string& address, absl::Duration 
     last_error = st.ok() ? "not serving" : st.error_message();
     absl::SleepFor(absl::Milliseconds(20));
   }
-  return absl::DeadlineExceededError(
-      absl::StrCat(options_.argv[0], " not healthy at ", address, " after ", absl::FormatDuration(timeout),
-                   ": ", last_error));
+  return absl::DeadlineExceededError(absl::StrCat(options_.argv[0], " not healthy at ", address,
+                                                  " after ", absl::FormatDuration(timeout), ": ",
+                                                  last_error));
 }
 
 std::string BinaryPath(const std::string& name) {

@@ -43,7 +43,7 @@ class Storage {
   // least one if any is in range. kOutOfRange if lo < FirstIndex() (compacted:
   // send a snapshot instead) or hi > LastIndex() + 1.
   virtual absl::StatusOr<std::vector<pb::Entry>> Entries(uint64_t lo, uint64_t hi,
-                                                          uint64_t max_bytes) = 0;
+                                                         uint64_t max_bytes) = 0;
   // Term of entry i, for i in [FirstIndex() - 1, LastIndex()]; kOutOfRange
   // otherwise (compacted or not yet written).
   virtual absl::StatusOr<uint64_t> Term(uint64_t i) = 0;
@@ -58,8 +58,8 @@ class Storage {
   // entries, which overwrite any existing entries from entries[0].index on
   // (a conflicting suffix is truncated). With sync, returns only after the
   // write is durable (fsync); everything acknowledged to anyone must be synced.
-  virtual absl::Status Save(const pb::HardState* hard_state,
-                            const std::vector<pb::Entry>& entries, bool sync) = 0;
+  virtual absl::Status Save(const pb::HardState* hard_state, const std::vector<pb::Entry>& entries,
+                            bool sync) = 0;
   // Installs a snapshot received from the leader: replaces the whole log with
   // the snapshot (FirstIndex() becomes metadata.index + 1). Synced.
   virtual absl::Status ApplySnapshot(const pb::Snapshot& snapshot) = 0;

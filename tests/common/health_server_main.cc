@@ -12,7 +12,8 @@ ABSL_FLAG(absl::Duration, shutdown_deadline, absl::Seconds(5),
 
 int main(int argc, char** argv) {
   ds::common::BlockShutdownSignals();
-  ds::common::InitProcess(argc, argv, "test-health-server: a daemon with only a health service (for tests).");
+  ds::common::InitProcess(argc, argv,
+                          "test-health-server: a daemon with only a health service (for tests).");
   auto log = ds::common::MakeLogger("health-server");
   ds::common::GrpcServer server({.listen_address = absl::GetFlag(FLAGS_listen)});
   if (auto st = server.Start(); !st.ok()) {

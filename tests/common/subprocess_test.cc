@@ -21,8 +21,8 @@ std::string ReadFile(const std::string& path) {
 }
 
 std::unique_ptr<Subprocess> StartHealthServer(const PortReservation& port, const std::string& log) {
-  auto p = Subprocess::Start({.argv = {BinaryPath("test-health-server"), "--listen=" + port.address()},
-                              .log_path = log});
+  auto p = Subprocess::Start(
+      {.argv = {BinaryPath("test-health-server"), "--listen=" + port.address()}, .log_path = log});
   EXPECT_TRUE(p.ok()) << p.status();
   return p.ok() ? std::move(*p) : nullptr;
 }
@@ -82,7 +82,8 @@ TEST(Subprocess, MissingBinaryIsAnError) {
 
 TEST(Subprocess, HelpListsProjectFlagsAndExitsZero) {
   std::string log = TempLog("help");
-  auto p = Subprocess::Start({.argv = {BinaryPath("test-health-server"), "--help"}, .log_path = log});
+  auto p =
+      Subprocess::Start({.argv = {BinaryPath("test-health-server"), "--help"}, .log_path = log});
   ASSERT_TRUE(p.ok());
   auto status = (*p)->WaitFor(absl::Seconds(20));
   ASSERT_TRUE(status.has_value());
