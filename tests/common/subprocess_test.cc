@@ -1,5 +1,6 @@
 #include "common/subprocess.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -9,9 +10,20 @@
 namespace ds::common {
 namespace {
 
-std::string TempLog(const std::string& name) {
-  return std::string(::testing::TempDir()) + "/" + name + "." + std::to_string(getpid()) + ".log";
-}
+// Each test's logs live in a directory of its own, removed when the test ends.
+class SubprocessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "/subprocess_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string TempLog(const std::string& name) const { return dir_ + "/" + name + ".log"; }
+
+ private:
+  std::string dir_;
+};
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -27,7 +39,7 @@ std::unique_ptr<Subprocess> StartHealthServer(const PortReservation& port, const
   return p.ok() ? std::move(*p) : nullptr;
 }
 
-TEST(Subprocess, StartsWaitsHealthyAndShutsDownGracefullyOnSigterm) {
+TEST_F(SubprocessTest, StartsWaitsHealthyAndShutsDownGracefullyOnSigterm) {
   auto port = ReserveFreePort();
   ASSERT_TRUE(port.ok());
   std::string log = TempLog("graceful");
@@ -38,7 +50,7 @@ TEST(Subprocess, StartsWaitsHealthyAndShutsDownGracefullyOnSigterm) {
   EXPECT_NE(ReadFile(log).find("stopped"), std::string::npos) << ReadFile(log);
 }
 
-TEST(Subprocess, PausedProcessIsNotHealthyUntilContinued) {
+TEST_F(SubprocessTest, PausedProcessIsNotHealthyUntilContinued) {
   auto port = ReserveFreePort();
   ASSERT_TRUE(port.ok());
   auto p = StartHealthServer(*port, TempLog("pause"));
@@ -51,7 +63,7 @@ TEST(Subprocess, PausedProcessIsNotHealthyUntilContinued) {
   EXPECT_TRUE(p->WaitHealthy(port->address(), absl::Seconds(20)).ok());
 }
 
-TEST(Subprocess, KillReapsAndReportsSignal) {
+TEST_F(SubprocessTest, KillReapsAndReportsSignal) {
   auto port = ReserveFreePort();
   ASSERT_TRUE(port.ok());
   auto p = StartHealthServer(*port, TempLog("kill"));
@@ -62,7 +74,7 @@ TEST(Subprocess, KillReapsAndReportsSignal) {
   EXPECT_EQ(kill(p->pid(), 0), -1) << "child was not reaped";
 }
 
-TEST(Subprocess, WaitHealthyFailsFastWhenChildExits) {
+TEST_F(SubprocessTest, WaitHealthyFailsFastWhenChildExits) {
   auto port = ReserveFreePort();
   ASSERT_TRUE(port.ok());
   auto p = Subprocess::Start({.argv = {BinaryPath("test-health-server"), "--no_such_flag"},
@@ -75,12 +87,12 @@ TEST(Subprocess, WaitHealthyFailsFastWhenChildExits) {
   EXPECT_NE((*p)->TryWait().value_or(0), 0);
 }
 
-TEST(Subprocess, MissingBinaryIsAnError) {
+TEST_F(SubprocessTest, MissingBinaryIsAnError) {
   auto p = Subprocess::Start({.argv = {"/nonexistent/binary"}});
   EXPECT_EQ(p.status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST(Subprocess, HelpListsProjectFlagsAndExitsZero) {
+TEST_F(SubprocessTest, HelpListsProjectFlagsAndExitsZero) {
   std::string log = TempLog("help");
   auto p =
       Subprocess::Start({.argv = {BinaryPath("test-health-server"), "--help"}, .log_path = log});
