@@ -52,6 +52,7 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(SubprocessOptions 
           absl::StrCat("Subprocess: open ", options.log_path, ": ", std::strerror(errno)));
     }
   }
+  const char* stdin_path = options.stdin_path.empty() ? "/dev/null" : options.stdin_path.c_str();
   const char* cwd = options.working_dir.empty() ? nullptr : options.working_dir.c_str();
   pid_t parent = getpid();
   pid_t pid = fork();
@@ -71,8 +72,9 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(SubprocessOptions 
       dup2(log_fd, STDOUT_FILENO);
       dup2(log_fd, STDERR_FILENO);
     }
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    int in = open(stdin_path, O_RDONLY);
+    if (in < 0) _exit(127);
+    dup2(in, STDIN_FILENO);
     if (cwd != nullptr && chdir(cwd) != 0) _exit(127);
     execve(argv[0], argv.data(), envp.data());
     _exit(127);

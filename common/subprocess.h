@@ -20,6 +20,8 @@ struct SubprocessOptions {
   std::vector<std::string> argv;
   // stdout and stderr are appended to this file; "" keeps the parent's.
   std::string log_path;
+  // stdin is read from this file; "" gives /dev/null.
+  std::string stdin_path;
   // Working directory of the child; "" keeps the parent's.
   std::string working_dir;
   // Extra "NAME=VALUE" entries added to the parent's environment.

@@ -1,0 +1,122 @@
+// kvctl, the real binary, against the fake cluster.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/subprocess.h"
+#include "gtest/gtest.h"
+#include "tests/client/fake_kv_service.h"
+
+namespace ds::client {
+namespace {
+
+using testing::FakeKvCluster;
+
+struct Result {
+  int exit_code;
+  std::string output;  // stdout and stderr
+};
+
+class KvctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "/kvctl_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  Result Kvctl(std::vector<std::string> args, const std::string& stdin_text = "",
+               std::vector<std::string> env = {}) {
+    std::string log = dir_ + "/out." + std::to_string(runs_);
+    std::string in = dir_ + "/in." + std::to_string(runs_++);
+    std::ofstream(in) << stdin_text;
+    args.insert(args.begin(), common::BinaryPath("kvctl"));
+    auto p =
+        common::Subprocess::Start({.argv = args, .log_path = log, .stdin_path = in, .env = env});
+    EXPECT_TRUE(p.ok()) << p.status();
+    auto code = (*p)->WaitFor(absl::Seconds(30));
+    EXPECT_TRUE(code.has_value()) << "kvctl hung";
+    std::stringstream ss;
+    ss << std::ifstream(log).rdbuf();
+    return {code.value_or(-1), ss.str()};
+  }
+
+  std::string dir_;
+  int runs_ = 0;
+};
+
+TEST_F(KvctlTest, PutGetAppendDel) {
+  FakeKvCluster cluster(3);
+  cluster.set_leader(1);
+  std::string ep = "--endpoints=" + cluster.endpoints_flag();
+  EXPECT_EQ(Kvctl({ep, "put", "k", "hello"}).output, "OK\n");
+  EXPECT_EQ(Kvctl({ep, "append", "k", " world"}).output, "OK\n");
+  Result get = Kvctl({ep, "get", "k"});
+  EXPECT_EQ(get.exit_code, 0);
+  EXPECT_EQ(get.output, "hello world\n");
+  EXPECT_EQ(Kvctl({ep, "del", "k"}).output, "1\n");
+  Result missing = Kvctl({ep, "get", "k"});
+  EXPECT_EQ(missing.exit_code, 0);
+  EXPECT_EQ(missing.output, "\n");
+}
+
+TEST_F(KvctlTest, JsonOutputAndEnvironmentEndpoints) {
+  FakeKvCluster cluster(1);
+  std::vector<std::string> env = {"KVCTL_ENDPOINTS=" + cluster.endpoints_flag()};
+  EXPECT_EQ(Kvctl({"put", "k", "v\"1"}, "", env).exit_code, 0);
+  EXPECT_EQ(Kvctl({"-w", "json", "get", "k"}, "", env).output,
+            "{\"key\":\"k\",\"found\":true,\"value\":\"v\\\"1\"}\n");
+  Result status = Kvctl({"--write-out=json", "endpoint", "status"}, "", env);
+  EXPECT_EQ(status.exit_code, 0);
+  EXPECT_NE(status.output.find("\"role\":\"leader\""), std::string::npos) << status.output;
+}
+
+TEST_F(KvctlTest, StdinModeOneResultPerLine) {
+  FakeKvCluster cluster(3);
+  cluster.set_leader(2);
+  Result r = Kvctl({"--endpoints=" + cluster.endpoints_flag()},
+                   "put a value with spaces\nappend a !\nget a\n\nget missing\nbogus\ndel a\n");
+  EXPECT_EQ(r.exit_code, 2);  // the bogus line is a usage error; the rest still ran
+  EXPECT_NE(r.output.find("OK\nOK\nvalue with spaces!\n\n"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("ERROR\n1\n"), std::string::npos) << r.output;
+  EXPECT_EQ(cluster.value("a"), "");
+}
+
+TEST_F(KvctlTest, EndpointHealthAndStatus) {
+  FakeKvCluster cluster(2);
+  std::string ep = "--endpoints=" + cluster.endpoints_flag();
+  Result health = Kvctl({ep, "endpoint", "health"});
+  EXPECT_EQ(health.exit_code, 0);
+  EXPECT_NE(health.output.find(cluster.endpoints()[1] + " is healthy"), std::string::npos);
+  Result status = Kvctl({ep, "endpoint", "status"});
+  EXPECT_NE(status.output.find("role=leader"), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("role=follower"), std::string::npos) << status.output;
+  Result down = Kvctl({"--endpoints=127.0.0.1:1", "--timeout=300ms", "endpoint", "health"});
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_NE(down.output.find("is unhealthy"), std::string::npos) << down.output;
+}
+
+TEST_F(KvctlTest, ErrorsHaveClearMessagesAndExitCodes) {
+  Result no_endpoints = Kvctl({"get", "k"});
+  EXPECT_EQ(no_endpoints.exit_code, 2);
+  EXPECT_NE(no_endpoints.output.find("--endpoints"), std::string::npos) << no_endpoints.output;
+  EXPECT_EQ(Kvctl({"--endpoints=nohost", "get", "k"}).exit_code, 2);
+  FakeKvCluster cluster(1);
+  std::string ep = "--endpoints=" + cluster.endpoints_flag();
+  Result bad = Kvctl({ep, "put", "onlykey"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("put takes KEY VALUE"), std::string::npos) << bad.output;
+  EXPECT_EQ(Kvctl({ep, "put", "", "v"}).exit_code, 2);  // server: empty key
+  absl::Time start = absl::Now();
+  Result timeout = Kvctl({"--endpoints=127.0.0.1:1", "--timeout=500ms", "get", "k"});
+  EXPECT_EQ(timeout.exit_code, 1);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  Result help = Kvctl({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.output.find("endpoint status"), std::string::npos);
+  EXPECT_NE(help.output.find("--endpoints"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ds::client
