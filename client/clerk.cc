@@ -62,6 +62,9 @@ absl::StatusOr<std::unique_ptr<Clerk>> Clerk::Create(ClerkOptions options) {
   for (const auto& e : options.endpoints) absl::StrAppend(&joined, joined.empty() ? "" : ",", e);
   auto parsed = ParseEndpoints(joined);
   if (!parsed.ok()) return parsed.status();
+  if (!options.channels.empty() && options.channels.size() != options.endpoints.size()) {
+    return absl::InvalidArgumentError("channels: want one per endpoint");
+  }
   if (options.attempt_timeout <= absl::ZeroDuration() ||
       options.operation_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("timeouts must be positive");
@@ -80,7 +83,7 @@ Clerk::Clerk(ClerkOptions options)
   stubs_.resize(options_.endpoints.size());
 }
 
-std::shared_ptr<grpc::Channel> Clerk::Channel(const std::string& endpoint) {
+std::shared_ptr<grpc::Channel> MakeKvChannel(const std::string& endpoint, int connection_id) {
   grpc::ChannelArguments args;
   // A replica that was down should be retried within a second of coming back,
   // not after gRPC's default backoff of up to two minutes.
@@ -88,12 +91,17 @@ std::shared_ptr<grpc::Channel> Clerk::Channel(const std::string& endpoint) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
+  // gRPC shares one connection among channels with equal arguments; a distinct
+  // argument value gives a channel its own.
+  args.SetInt("ds.connection_id", connection_id);
   return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
 }
 
 kv::pb::KvService::Stub* Clerk::StubFor(size_t endpoint) {
   if (stubs_[endpoint] == nullptr) {
-    stubs_[endpoint] = kv::pb::KvService::NewStub(Channel(options_.endpoints[endpoint]));
+    stubs_[endpoint] = kv::pb::KvService::NewStub(options_.channels.empty()
+                                                      ? MakeKvChannel(options_.endpoints[endpoint])
+                                                      : options_.channels[endpoint]);
   }
   return stubs_[endpoint].get();
 }
@@ -202,7 +210,7 @@ absl::StatusOr<bool> Clerk::Delete(const std::string& key) {
 }
 
 absl::StatusOr<kv::pb::StatusResponse> Clerk::EndpointStatus(const std::string& endpoint) {
-  auto stub = kv::pb::KvService::NewStub(Channel(endpoint));
+  auto stub = kv::pb::KvService::NewStub(MakeKvChannel(endpoint));
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.attempt_timeout));
   kv::pb::StatusResponse resp;
@@ -215,7 +223,7 @@ absl::StatusOr<kv::pb::StatusResponse> Clerk::EndpointStatus(const std::string& 
 }
 
 absl::Status Clerk::EndpointHealth(const std::string& endpoint) {
-  auto stub = grpc::health::v1::Health::NewStub(Channel(endpoint));
+  auto stub = grpc::health::v1::Health::NewStub(MakeKvChannel(endpoint));
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.attempt_timeout));
   grpc::health::v1::HealthCheckResponse resp;

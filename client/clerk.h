@@ -40,7 +40,15 @@ struct ClerkOptions {
   absl::Duration max_backoff = absl::Milliseconds(500);
   // The session id; 0 (default) draws a random nonzero id.
   uint64_t client_id = 0;
+  // Optional: one channel per endpoint (same order), shared with other clerks,
+  // so that many clerks multiplex over few connections (kvbench --conns).
+  // Empty (default): the clerk opens its own.
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
 };
+
+// A channel to `endpoint` with the clerk's settings. Channels made with
+// distinct `connection_id`s use distinct TCP connections.
+std::shared_ptr<grpc::Channel> MakeKvChannel(const std::string& endpoint, int connection_id = 0);
 
 struct GetResult {
   bool found = false;
@@ -75,7 +83,6 @@ class Clerk {
   template <typename Attempt>
   absl::Status WithRetries(const char* op, Attempt attempt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   kv::pb::KvService::Stub* StubFor(size_t endpoint) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::shared_ptr<grpc::Channel> Channel(const std::string& endpoint);
 
   const ClerkOptions options_;
   const uint64_t client_id_;

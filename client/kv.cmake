@@ -6,3 +6,6 @@ target_link_libraries(dstack_kv_client
 
 add_executable(kvctl kvctl_main.cc)
 target_link_libraries(kvctl PRIVATE dstack_kv_client dstack_warnings)
+
+add_executable(kvbench kvbench_main.cc)
+target_link_libraries(kvbench PRIVATE dstack_kv_client absl::random_random dstack_warnings)

@@ -1,4 +1,4 @@
-// kvctl, the real binary, against the fake cluster.
+// kvctl and kvbench, the real binaries, against the fake cluster.
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -17,7 +17,7 @@ struct Result {
   std::string output;  // stdout and stderr
 };
 
-class KvctlTest : public ::testing::Test {
+class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string tmpl = ::testing::TempDir() + "/kvctl_test.XXXXXX";
@@ -28,15 +28,20 @@ class KvctlTest : public ::testing::Test {
 
   Result Kvctl(std::vector<std::string> args, const std::string& stdin_text = "",
                std::vector<std::string> env = {}) {
+    return Run("kvctl", std::move(args), stdin_text, std::move(env));
+  }
+
+  Result Run(const std::string& binary, std::vector<std::string> args,
+             const std::string& stdin_text = "", std::vector<std::string> env = {}) {
     std::string log = dir_ + "/out." + std::to_string(runs_);
     std::string in = dir_ + "/in." + std::to_string(runs_++);
     std::ofstream(in) << stdin_text;
-    args.insert(args.begin(), common::BinaryPath("kvctl"));
+    args.insert(args.begin(), common::BinaryPath(binary));
     auto p =
         common::Subprocess::Start({.argv = args, .log_path = log, .stdin_path = in, .env = env});
     EXPECT_TRUE(p.ok()) << p.status();
     auto code = (*p)->WaitFor(absl::Seconds(30));
-    EXPECT_TRUE(code.has_value()) << "kvctl hung";
+    EXPECT_TRUE(code.has_value()) << binary << " hung";
     std::stringstream ss;
     ss << std::ifstream(log).rdbuf();
     return {code.value_or(-1), ss.str()};
@@ -46,7 +51,7 @@ class KvctlTest : public ::testing::Test {
   int runs_ = 0;
 };
 
-TEST_F(KvctlTest, PutGetAppendDel) {
+TEST_F(CliTest, PutGetAppendDel) {
   FakeKvCluster cluster(3);
   cluster.set_leader(1);
   std::string ep = "--endpoints=" + cluster.endpoints_flag();
@@ -61,7 +66,7 @@ TEST_F(KvctlTest, PutGetAppendDel) {
   EXPECT_EQ(missing.output, "\n");
 }
 
-TEST_F(KvctlTest, JsonOutputAndEnvironmentEndpoints) {
+TEST_F(CliTest, JsonOutputAndEnvironmentEndpoints) {
   FakeKvCluster cluster(1);
   std::vector<std::string> env = {"KVCTL_ENDPOINTS=" + cluster.endpoints_flag()};
   EXPECT_EQ(Kvctl({"put", "k", "v\"1"}, "", env).exit_code, 0);
@@ -72,7 +77,7 @@ TEST_F(KvctlTest, JsonOutputAndEnvironmentEndpoints) {
   EXPECT_NE(status.output.find("\"role\":\"leader\""), std::string::npos) << status.output;
 }
 
-TEST_F(KvctlTest, StdinModeOneResultPerLine) {
+TEST_F(CliTest, StdinModeOneResultPerLine) {
   FakeKvCluster cluster(3);
   cluster.set_leader(2);
   Result r = Kvctl({"--endpoints=" + cluster.endpoints_flag()},
@@ -83,7 +88,7 @@ TEST_F(KvctlTest, StdinModeOneResultPerLine) {
   EXPECT_EQ(cluster.value("a"), "");
 }
 
-TEST_F(KvctlTest, EndpointHealthAndStatus) {
+TEST_F(CliTest, EndpointHealthAndStatus) {
   FakeKvCluster cluster(2);
   std::string ep = "--endpoints=" + cluster.endpoints_flag();
   Result health = Kvctl({ep, "endpoint", "health"});
@@ -97,7 +102,7 @@ TEST_F(KvctlTest, EndpointHealthAndStatus) {
   EXPECT_NE(down.output.find("is unhealthy"), std::string::npos) << down.output;
 }
 
-TEST_F(KvctlTest, ErrorsHaveClearMessagesAndExitCodes) {
+TEST_F(CliTest, ErrorsHaveClearMessagesAndExitCodes) {
   Result no_endpoints = Kvctl({"get", "k"});
   EXPECT_EQ(no_endpoints.exit_code, 2);
   EXPECT_NE(no_endpoints.output.find("--endpoints"), std::string::npos) << no_endpoints.output;
@@ -116,6 +121,27 @@ TEST_F(KvctlTest, ErrorsHaveClearMessagesAndExitCodes) {
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.output.find("endpoint status"), std::string::npos);
   EXPECT_NE(help.output.find("--endpoints"), std::string::npos);
+}
+
+TEST_F(CliTest, KvbenchReportsThroughputAndLatency) {
+  FakeKvCluster cluster(3);
+  cluster.set_leader(1);
+  Result r = Run("kvbench", {"--endpoints=" + cluster.endpoints_flag(), "--clients=4", "--conns=2",
+                             "--duration=1s", "--keys=10", "--value_size=8", "-w", "json"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"clients\":4,\"conns\":2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"errors\":0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"p99\":"), std::string::npos) << r.output;
+  EXPECT_GT(cluster.applied_writes(), 0);
+}
+
+TEST_F(CliTest, KvbenchRejectsBadFlagsAndReportsFailures) {
+  EXPECT_EQ(Run("kvbench", {"--endpoints=127.0.0.1:1", "--read_ratio=1.5"}).exit_code, 2);
+  EXPECT_EQ(Run("kvbench", {"--clients=2"}).exit_code, 2);
+  Result down = Run(
+      "kvbench", {"--endpoints=127.0.0.1:1", "--clients=1", "--duration=500ms", "--timeout=200ms"});
+  EXPECT_EQ(down.exit_code, 1);
+  EXPECT_NE(down.output.find("operations failed"), std::string::npos) << down.output;
 }
 
 }  // namespace

@@ -1,0 +1,197 @@
+// kvbench: load generator for the KV-Raft service. N clients (each its own
+// session, one operation at a time) over M shared connections; reports
+// throughput and latency percentiles.
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_format.h"
+#include "client/clerk.h"
+#include "common/init.h"
+
+ABSL_FLAG(std::string, endpoints, "", "Comma-separated replica addresses HOST:PORT. Required.");
+ABSL_FLAG(int, clients, 16, "Concurrent clients; each is one session with one request in flight.");
+ABSL_FLAG(int, conns, 0, "TCP connections per replica shared by the clients. 0: one per client.");
+ABSL_FLAG(absl::Duration, duration, absl::Seconds(30), "How long to run.");
+ABSL_FLAG(int, value_size, 256, "Bytes per written value.");
+ABSL_FLAG(double, read_ratio, 0.5, "Fraction of operations that are (linearizable) Gets, 0..1.");
+ABSL_FLAG(int, keys, 10000, "Number of distinct keys, chosen uniformly.");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10),
+          "Deadline of one operation, retries included.");
+ABSL_FLAG(std::string, write_out, "simple", "Output format: simple or json (also -w json).");
+
+namespace {
+
+constexpr char kUsageText[] = R"(kvbench: load generator for the KV-Raft service.
+
+Usage: kvbench --endpoints=H:P,... [--clients=N] [--conns=M] [--duration=30s]
+               [--value_size=256] [--read_ratio=0.5] [--keys=10000] [-w json]
+Prints operations/s and latency p50/p90/p99/max (ms); a progress line every 5 s
+on stderr. Exit 0 if the run completed, 1 if any operation failed, 2 on bad
+flags.)";
+
+struct ClientStats {
+  std::vector<int64_t> latencies_us;
+  int64_t reads = 0;
+  int64_t writes = 0;
+  int64_t errors = 0;
+  std::string last_error;
+};
+
+double Percentile(const std::vector<int64_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  size_t i = static_cast<size_t>(p * (sorted.size() - 1) + 0.5);
+  return sorted[std::min(i, sorted.size() - 1)] / 1000.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> rewritten;
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-w" || a == "--write-out") a = "--write_out";
+    rewritten.push_back(a);
+  }
+  std::vector<char*> args;
+  for (auto& a : rewritten) args.push_back(a.data());
+  ds::common::InitProcess(static_cast<int>(args.size()), args.data(), kUsageText);
+
+  auto endpoints = ds::client::ParseEndpoints(absl::GetFlag(FLAGS_endpoints));
+  const int clients = absl::GetFlag(FLAGS_clients);
+  int conns = absl::GetFlag(FLAGS_conns);
+  const double read_ratio = absl::GetFlag(FLAGS_read_ratio);
+  const int keys = absl::GetFlag(FLAGS_keys);
+  const int value_size = absl::GetFlag(FLAGS_value_size);
+  const absl::Duration duration = absl::GetFlag(FLAGS_duration);
+  const bool json = absl::GetFlag(FLAGS_write_out) == "json";
+  std::string bad;
+  if (!endpoints.ok())
+    bad = absl::StrCat("--endpoints: ", endpoints.status().message());
+  else if (clients < 1)
+    bad = "--clients must be >= 1";
+  else if (conns < 0)
+    bad = "--conns must be >= 0";
+  else if (read_ratio < 0 || read_ratio > 1)
+    bad = "--read_ratio must be in [0, 1]";
+  else if (keys < 1)
+    bad = "--keys must be >= 1";
+  else if (value_size < 0)
+    bad = "--value_size must be >= 0";
+  else if (duration <= absl::ZeroDuration())
+    bad = "--duration must be positive";
+  else if (!json && absl::GetFlag(FLAGS_write_out) != "simple")
+    bad = "-w must be simple or json";
+  if (!bad.empty()) {
+    std::cerr << "kvbench: " << bad << "\n";
+    return 2;
+  }
+  if (conns == 0 || conns > clients) conns = clients;
+
+  // conns sets of channels; client i uses set i % conns.
+  std::vector<std::vector<std::shared_ptr<grpc::Channel>>> pools(conns);
+  for (int c = 0; c < conns; ++c) {
+    for (const auto& e : *endpoints) pools[c].push_back(ds::client::MakeKvChannel(e, c));
+  }
+  std::vector<ClientStats> stats(clients);
+  std::atomic<int64_t> done_ops{0};
+  std::atomic<bool> stop{false};
+  const std::string value(value_size, 'v');
+  const absl::Time start = absl::Now();
+  const absl::Time end = start + duration;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < clients; ++i) {
+    threads.emplace_back([&, i] {
+      ClientStats& s = stats[i];
+      auto clerk = ds::client::Clerk::Create({.endpoints = *endpoints,
+                                              .operation_timeout = absl::GetFlag(FLAGS_timeout),
+                                              .channels = pools[i % conns]});
+      if (!clerk.ok()) {
+        s.errors++;
+        s.last_error = std::string(clerk.status().message());
+        return;
+      }
+      absl::BitGen rng;
+      while (!stop.load(std::memory_order_relaxed) && absl::Now() < end) {
+        std::string key = absl::StrFormat("key-%08d", absl::Uniform(rng, 0, keys));
+        bool read = absl::Bernoulli(rng, read_ratio);
+        absl::Time t0 = absl::Now();
+        absl::Status st = read ? (*clerk)->Get(key).status() : (*clerk)->Put(key, value);
+        int64_t us = absl::ToInt64Microseconds(absl::Now() - t0);
+        if (!st.ok()) {
+          s.errors++;
+          s.last_error = std::string(st.message());
+          continue;
+        }
+        s.latencies_us.push_back(us);
+        (read ? s.reads : s.writes)++;
+        done_ops.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  // Progress line every 5 s.
+  int64_t last_ops = 0;
+  absl::Time last = start;
+  while (absl::Now() < end) {
+    absl::SleepFor(std::min(absl::Seconds(5), end - absl::Now()));
+    absl::Time now = absl::Now();
+    int64_t ops = done_ops.load();
+    if (now < end) {
+      std::fprintf(stderr, "kvbench: %.0fs elapsed, %lld ops, %.0f ops/s now\n",
+                   absl::ToDoubleSeconds(now - start), static_cast<long long>(ops),
+                   (ops - last_ops) / absl::ToDoubleSeconds(now - last));
+    }
+    last_ops = ops;
+    last = now;
+  }
+  stop = true;
+  for (auto& t : threads) t.join();
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+
+  std::vector<int64_t> all;
+  int64_t reads = 0, writes = 0, errors = 0;
+  std::string last_error;
+  for (auto& s : stats) {
+    all.insert(all.end(), s.latencies_us.begin(), s.latencies_us.end());
+    reads += s.reads;
+    writes += s.writes;
+    errors += s.errors;
+    if (!s.last_error.empty()) last_error = s.last_error;
+  }
+  std::sort(all.begin(), all.end());
+  const double ops_per_sec = all.size() / elapsed;
+  const double mx = all.empty() ? 0 : all.back() / 1000.0;
+  if (json) {
+    std::printf(
+        "{\"clients\":%d,\"conns\":%d,\"duration_s\":%.3f,\"value_size\":%d,\"read_ratio\":%.3f,"
+        "\"keys\":%d,\"ops\":%zu,\"reads\":%lld,\"writes\":%lld,\"errors\":%lld,"
+        "\"ops_per_sec\":%.1f,\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}}"
+        "\n",
+        clients, conns, elapsed, value_size, read_ratio, keys, all.size(),
+        static_cast<long long>(reads), static_cast<long long>(writes),
+        static_cast<long long>(errors), ops_per_sec, Percentile(all, 0.5), Percentile(all, 0.9),
+        Percentile(all, 0.99), mx);
+  } else {
+    std::printf(
+        "kvbench: clients=%d conns=%d duration=%.1fs value_size=%d read_ratio=%.2f keys=%d\n",
+        clients, conns, elapsed, value_size, read_ratio, keys);
+    std::printf("ops: %zu (reads %lld, writes %lld, errors %lld)\n", all.size(),
+                static_cast<long long>(reads), static_cast<long long>(writes),
+                static_cast<long long>(errors));
+    std::printf("throughput: %.1f ops/s\n", ops_per_sec);
+    std::printf("latency (ms): p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n", Percentile(all, 0.5),
+                Percentile(all, 0.9), Percentile(all, 0.99), mx);
+  }
+  if (errors > 0) {
+    std::fprintf(stderr, "kvbench: %lld operations failed; last error: %s\n",
+                 static_cast<long long>(errors), last_error.c_str());
+    return 1;
+  }
+  return 0;
+}
