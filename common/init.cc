@@ -29,7 +29,8 @@ bool IsProjectFlagFile(absl::string_view file) { return !absl::StrContains(file,
 // --help / -h: the usage paragraph and every project flag on stdout, exit 0.
 // (Abseil's own --help handler exits 1.)
 [[noreturn]] void PrintHelpAndExit(std::string_view usage) {
-  std::cout << usage << "\n\nFlags:\n";
+  std::cout << usage
+            << "\n\nFlags (--name-with-dashes and --name_with_underscores are the same):\n";
   std::vector<const absl::CommandLineFlag*> flags;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (IsProjectFlagFile(flag->Filename())) flags.push_back(flag);
@@ -65,12 +66,25 @@ std::vector<std::string> InitProcess(int argc, char** argv, std::string_view usa
   config.normalize_filename = [](absl::string_view f) { return std::string(f); };
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(absl::string_view(usage.data(), usage.size()));
+  // Flag names may be spelled with dashes (--data-dir) as well as underscores
+  // (--data_dir, Abseil's spelling): rewrite the name part of each flag.
+  std::vector<std::string> args(argv, argv + argc);
   for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
+    std::string& a = args[i];
     if (a == "--") break;
     if (a == "--help" || a == "-help" || a == "-h") PrintHelpAndExit(usage);
+    if (a.size() > 2 && a[0] == '-') {
+      size_t start = a[1] == '-' ? 2 : 1;
+      size_t end = std::min(a.find('='), a.size());
+      for (size_t j = start; j < end; ++j) {
+        if (a[j] == '-') a[j] = '_';
+      }
+    }
   }
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  std::vector<char*> argv2;
+  for (auto& a : args) argv2.push_back(a.data());
+  argv2.push_back(nullptr);
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv2.data());
   spdlog::level::level_enum level;
   if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
     std::fprintf(

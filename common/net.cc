@@ -11,7 +11,9 @@
 #include <cstdlib>
 #include <random>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace ds::common {
 namespace {
@@ -57,6 +59,28 @@ PortReservation::~PortReservation() {
 }
 
 std::string PortReservation::address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+absl::StatusOr<std::map<uint64_t, std::string>> ParsePeerList(const std::string& list) {
+  std::map<uint64_t, std::string> peers;
+  for (absl::string_view item : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    std::pair<absl::string_view, absl::string_view> kv =
+        absl::StrSplit(item, absl::MaxSplits('=', 1));
+    uint64_t id = 0;
+    int port = 0;
+    size_t colon = kv.second.rfind(':');
+    if (!absl::SimpleAtoi(kv.first, &id) || id == 0 || colon == absl::string_view::npos ||
+        colon == 0 || !absl::SimpleAtoi(kv.second.substr(colon + 1), &port) || port <= 0 ||
+        port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad peer '", item, "': want ID=HOST:PORT with a nonzero ID"));
+    }
+    if (!peers.emplace(id, std::string(kv.second)).second) {
+      return absl::InvalidArgumentError(absl::StrCat("peer id ", id, " given twice"));
+    }
+  }
+  if (peers.empty()) return absl::InvalidArgumentError("empty peer list");
+  return peers;
+}
 
 absl::StatusOr<PortReservation> ReserveFreePort() {
   const char* tmp = std::getenv("TMPDIR");

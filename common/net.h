@@ -1,6 +1,8 @@
 // Free TCP ports for tests and local clusters.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -28,6 +30,10 @@ class PortReservation {
   int port_ = 0;
   int lock_fd_ = -1;
 };
+
+// Parses a replica list "1=HOST:PORT,2=HOST:PORT,..." (ids nonzero and unique,
+// every address HOST:PORT). kInvalidArgument with the offending entry otherwise.
+absl::StatusOr<std::map<uint64_t, std::string>> ParsePeerList(const std::string& list);
 
 // Finds a port that can be bound on 127.0.0.1 right now and reserves it.
 absl::StatusOr<PortReservation> ReserveFreePort();

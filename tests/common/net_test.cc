@@ -28,3 +28,22 @@ TEST(ReserveFreePort, AddressIsLoopback) {
 
 }  // namespace
 }  // namespace ds::common
+
+namespace ds::common {
+namespace {
+
+TEST(ParsePeerList, ParsesIdsAndAddresses) {
+  auto peers = ParsePeerList("1=127.0.0.1:2001, 2=localhost:2002,3=h:3");
+  ASSERT_TRUE(peers.ok()) << peers.status();
+  EXPECT_EQ(peers->size(), 3u);
+  EXPECT_EQ(peers->at(2), "localhost:2002");
+}
+
+TEST(ParsePeerList, RejectsMalformedEntries) {
+  for (const char* bad : {"", "1=h", "0=h:1", "x=h:1", "1=h:1,1=h:2", "1=:5", "1=h:99999", "h:1"}) {
+    EXPECT_EQ(ParsePeerList(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace ds::common
