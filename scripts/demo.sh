@@ -36,6 +36,7 @@ elif [ -n "${1:-}" ]; then
   exit 2
 fi
 
+stop_all >/dev/null  # a previous demo's daemons, if any
 ./scripts/setup.sh
 echo "demo: building (Release) in $BUILD_DIR"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -53,7 +54,7 @@ for b in mr-coordinator mr-worker mrrun mr-sequential kvraft-server kvctl kvbenc
   fi
 done
 
-for part in mapreduce kvraft; do
+for part in kvraft mapreduce; do
   if [ -x "scripts/demo-$part.sh" ]; then
     echo
     echo "==== demo: $part"
