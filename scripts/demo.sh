@@ -14,18 +14,25 @@ DATA_DIR=${DATA_DIR:-$ROOT/data}
 export DSTACK_TEXTS=${DSTACK_TEXTS:-$ROOT/../shared/data}
 
 stop_all() {
-  local any=0
+  local pids=()
   shopt -s nullglob
   for f in "$DATA_DIR"/*.pid; do
     pid=$(cat "$f")
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
-      any=1
+      pids+=("$pid")
     fi
     rm -f "$f"
   done
-  if [ $any -eq 1 ]; then sleep 1; fi
-  echo "demo: stopped (state kept under $DATA_DIR; delete it to start afresh)"
+  # Graceful shutdown first; SIGKILL what is still running after 10 s.
+  for _ in $(seq 1 100); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  echo "demo: stopped ${#pids[@]} daemon(s) (state kept under $DATA_DIR; delete it to start afresh)"
 }
 
 if [ "${1:-}" = "stop" ]; then
