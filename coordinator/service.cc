@@ -1,0 +1,201 @@
+#include "coordinator/service.h"
+
+#include <filesystem>
+#include <set>
+
+#include "common/status.h"
+
+namespace ds::mr {
+
+CoordinatorService::CoordinatorService(CoordinatorOptions options, std::unique_ptr<JobStore> store,
+                                       std::shared_ptr<spdlog::logger> log)
+    : options_(options),
+      store_(std::move(store)),
+      log_(std::move(log)),
+      scheduler_(options.scheduler) {}
+
+absl::StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
+    CoordinatorOptions options, std::unique_ptr<JobStore> store,
+    std::shared_ptr<spdlog::logger> log) {
+  auto contents = store->Load();
+  if (!contents.ok()) return contents.status();
+  std::unique_ptr<CoordinatorService> service(
+      new CoordinatorService(options, std::move(store), std::move(log)));
+  {
+    absl::MutexLock lock(&service->mu_);
+    service->scheduler_.Restore(contents->records, contents->next_job_number);
+    service->log_->info("restored {} job(s); next job number {}", contents->records.size(),
+                        service->scheduler_.next_job_number());
+  }
+  service->ticker_ = std::thread([s = service.get()] { s->TickLoop(); });
+  return service;
+}
+
+CoordinatorService::~CoordinatorService() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (ticker_.joinable()) ticker_.join();
+}
+
+uint64_t CoordinatorService::StageLocked() {
+  std::vector<pb::JobRecord> dirty = scheduler_.TakeDirty();
+  if (dirty.empty()) return durable_seq_ > staged_seq_ ? durable_seq_ : staged_seq_;
+  for (pb::JobRecord& r : dirty) pending_[r.status().job_id()] = std::move(r);
+  return ++staged_seq_;
+}
+
+absl::Status CoordinatorService::WaitDurable(uint64_t seq) {
+  absl::MutexLock lock(&mu_);
+  while (durable_seq_ < seq && store_error_.ok()) {
+    if (writing_) {
+      // Another thread is writing; its batch or the next one covers us.
+      mu_.Await(absl::Condition(
+          +[](CoordinatorService* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !s->writing_; },
+          this));
+      continue;
+    }
+    writing_ = true;
+    std::vector<pb::JobRecord> batch;
+    for (auto& [id, r] : pending_) batch.push_back(std::move(r));
+    pending_.clear();
+    uint64_t batch_seq = staged_seq_;
+    uint64_t next_job = scheduler_.next_job_number();
+    mu_.Unlock();
+    absl::Status st = store_->Write(batch, next_job);
+    mu_.Lock();
+    writing_ = false;
+    if (!st.ok()) {
+      log_->critical("{}", st.ToString());
+      store_error_ = st;
+    } else {
+      durable_seq_ = batch_seq;
+    }
+  }
+  return store_error_;
+}
+
+void CoordinatorService::TickLoop() {
+  while (true) {
+    uint64_t seq;
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.tick_interval)) return;
+      scheduler_.Tick(absl::Now());
+      seq = StageLocked();
+    }
+    (void)WaitDurable(seq);
+  }
+}
+
+void CoordinatorService::CleanUp(const std::vector<std::string>& dirs) {
+  for (const std::string& dir : dirs) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+}
+
+grpc::Status CoordinatorService::Submit(grpc::ServerContext*, const pb::SubmitRequest* request,
+                                        pb::SubmitResponse* response) {
+  uint64_t seq;
+  {
+    absl::MutexLock lock(&mu_);
+    auto id = scheduler_.Submit(request->spec(), absl::Now());
+    if (!id.ok()) return common::ToGrpcStatus(id.status());
+    response->set_job_id(*id);
+    seq = StageLocked();
+    log_->info("{} submitted: {} input(s), {} reduce(s)", *id, request->spec().inputs_size(),
+               request->spec().reduces());
+  }
+  return common::ToGrpcStatus(WaitDurable(seq));
+}
+
+grpc::Status CoordinatorService::Status(grpc::ServerContext*, const pb::StatusRequest* request,
+                                        pb::StatusResponse* response) {
+  absl::MutexLock lock(&mu_);
+  auto status = scheduler_.Status(request->job_id());
+  if (!status.ok()) return common::ToGrpcStatus(status.status());
+  *response->mutable_job() = *status;
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::List(grpc::ServerContext*, const pb::ListRequest*,
+                                      pb::ListResponse* response) {
+  absl::MutexLock lock(&mu_);
+  for (pb::JobStatus& s : scheduler_.List()) *response->add_jobs() = std::move(s);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Cancel(grpc::ServerContext*, const pb::CancelRequest* request,
+                                        pb::CancelResponse* response) {
+  uint64_t seq;
+  {
+    absl::MutexLock lock(&mu_);
+    auto status = scheduler_.Cancel(request->job_id(), absl::Now());
+    if (!status.ok()) return common::ToGrpcStatus(status.status());
+    *response->mutable_job() = *status;
+    seq = StageLocked();
+  }
+  return common::ToGrpcStatus(WaitDurable(seq));
+}
+
+grpc::Status CoordinatorService::RequestTask(grpc::ServerContext*,
+                                             const pb::RequestTaskRequest* request,
+                                             pb::RequestTaskResponse* response) {
+  uint64_t seq;
+  {
+    absl::MutexLock lock(&mu_);
+    auto task = scheduler_.RequestTask(request->worker_id(), absl::Now());
+    if (!task) {
+      response->set_retry_after_ms(absl::ToInt64Milliseconds(scheduler_.options().idle_retry));
+      return grpc::Status::OK;
+    }
+    log_->debug("{} {} {} attempt {} -> {}", task->job_id(),
+                task->type() == pb::MAP ? "map" : "reduce", task->index(), task->attempt_id(),
+                request->worker_id());
+    *response->mutable_task() = std::move(*task);
+    seq = StageLocked();
+  }
+  // The attempt counter must be durable before the attempt id is used (see
+  // Scheduler::Restore).
+  return common::ToGrpcStatus(WaitDurable(seq));
+}
+
+grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*,
+                                           const pb::HeartbeatRequest* request,
+                                           pb::HeartbeatResponse* response) {
+  absl::MutexLock lock(&mu_);
+  response->set_keep_going(scheduler_.Heartbeat(*request, absl::Now()));
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::ReportTask(grpc::ServerContext*,
+                                            const pb::ReportTaskRequest* request,
+                                            pb::ReportTaskResponse*) {
+  uint64_t seq;
+  std::vector<std::string> cleanup;
+  {
+    absl::MutexLock lock(&mu_);
+    bool was_terminal = scheduler_.IsTerminal(request->job_id());
+    scheduler_.ReportTask(*request, absl::Now());
+    if (!request->ok()) {
+      log_->warn("{} {} {} attempt {} on {} failed: {}", request->job_id(),
+                 request->type() == pb::MAP ? "map" : "reduce", request->index(),
+                 request->attempt_id(), request->worker_id(), request->error());
+    }
+    if (!was_terminal && scheduler_.IsTerminal(request->job_id())) {
+      auto status = scheduler_.Status(request->job_id());
+      log_->info("{} finished: {} {}", request->job_id(), pb::JobState_Name(status->state()),
+                 status->error());
+      // Intermediate files are only needed until every reduce has read them.
+      if (status->state() == pb::SUCCEEDED) cleanup = scheduler_.MapLocations(request->job_id());
+    }
+    seq = StageLocked();
+  }
+  absl::Status st = WaitDurable(seq);
+  CleanUp(cleanup);
+  return common::ToGrpcStatus(st);
+}
+
+}  // namespace ds::mr

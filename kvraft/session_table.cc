@@ -1,0 +1,110 @@
+#include "kvraft/session_table.h"
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace ds::kv {
+
+SessionTable::SessionTable(SessionTableOptions options) : options_(options) {}
+
+SessionTable::Verdict SessionTable::Check(uint64_t client_id, uint64_t sequence,
+                                          std::string* cached_result) const {
+  auto it = sessions_.find(client_id);
+  if (it == sessions_.end()) {
+    return sequence == 1 ? Verdict::kNew : Verdict::kExpired;
+  }
+  const Session& session = it->second;
+  if (sequence > session.last_sequence) return Verdict::kNew;
+  if (sequence < session.last_sequence) return Verdict::kStale;
+  if (cached_result != nullptr) *cached_result = session.last_result;
+  return Verdict::kDuplicate;
+}
+
+void SessionTable::Touch(uint64_t client_id, Session& session, int64_t now_unix_micros) {
+  by_activity_.erase({session.last_active_unix_micros, client_id});
+  // The logical clock never goes back, but keep the order sane if a caller passes
+  // an older time: a session's activity time only moves forward.
+  session.last_active_unix_micros = std::max(session.last_active_unix_micros, now_unix_micros);
+  by_activity_.insert({session.last_active_unix_micros, client_id});
+}
+
+void SessionTable::Record(uint64_t client_id, uint64_t sequence, std::string result,
+                          int64_t now_unix_micros) {
+  auto it = sessions_.find(client_id);
+  if (it == sessions_.end()) {
+    if (options_.max_sessions > 0) {
+      while (size() >= options_.max_sessions && !by_activity_.empty()) {
+        auto oldest = by_activity_.begin();
+        sessions_.erase(oldest->second);
+        by_activity_.erase(oldest);
+      }
+    }
+    it = sessions_.emplace(client_id, Session{}).first;
+    it->second.last_active_unix_micros = now_unix_micros;
+    by_activity_.insert({now_unix_micros, client_id});
+  }
+  Session& session = it->second;
+  session.last_sequence = std::max(session.last_sequence, sequence);
+  session.last_result = std::move(result);
+  Touch(client_id, session, now_unix_micros);
+}
+
+int64_t SessionTable::ExpireIdle(int64_t now_unix_micros) {
+  if (options_.session_ttl == absl::InfiniteDuration()) return 0;
+  const int64_t ttl_micros = std::max<int64_t>(0, absl::ToInt64Microseconds(options_.session_ttl));
+  // Nothing can have been idle longer than the TTL this early (and computing the
+  // cutoff below would overflow).
+  if (now_unix_micros <= std::numeric_limits<int64_t>::min() + ttl_micros) return 0;
+  // Sessions last active at or before `cutoff` have been idle longer than the TTL.
+  const int64_t cutoff = now_unix_micros - ttl_micros - 1;
+  int64_t removed = 0;
+  while (!by_activity_.empty() && by_activity_.begin()->first <= cutoff) {
+    sessions_.erase(by_activity_.begin()->second);
+    by_activity_.erase(by_activity_.begin());
+    ++removed;
+  }
+  return removed;
+}
+
+void SessionTable::SaveTo(pb::SessionTableState* state) const {
+  std::vector<uint64_t> ids;
+  ids.reserve(sessions_.size());
+  for (const auto& [id, session] : sessions_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  state->clear_sessions();
+  for (uint64_t id : ids) {
+    const Session& session = sessions_.at(id);
+    pb::ClientSession* out = state->add_sessions();
+    out->set_client_id(id);
+    out->set_last_sequence(session.last_sequence);
+    out->set_last_result(session.last_result);
+    out->set_last_active_unix_micros(session.last_active_unix_micros);
+  }
+}
+
+absl::Status SessionTable::LoadFrom(const pb::SessionTableState& state) {
+  sessions_.clear();
+  by_activity_.clear();
+  for (const pb::ClientSession& in : state.sessions()) {
+    if (in.client_id() == 0 || in.last_sequence() == 0) {
+      sessions_.clear();
+      by_activity_.clear();
+      return absl::InvalidArgumentError(absl::StrCat("session table: client ", in.client_id(),
+                                                     " has a zero client id or sequence"));
+    }
+    Session session{in.last_sequence(), in.last_result(), in.last_active_unix_micros()};
+    if (!sessions_.emplace(in.client_id(), std::move(session)).second) {
+      sessions_.clear();
+      by_activity_.clear();
+      return absl::InvalidArgumentError(
+          absl::StrCat("session table: duplicate client ", in.client_id()));
+    }
+    by_activity_.insert({in.last_active_unix_micros(), in.client_id()});
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ds::kv

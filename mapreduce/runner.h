@@ -1,0 +1,54 @@
+// How the worker and mr-sequential run user code: a plugin loaded with dlopen
+// through the C ABI (mapreduce/abi.h), or streaming executables (any program
+// reading lines on stdin and writing "key<TAB>value" lines, as in Hadoop
+// streaming). Both behind one interface.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "mapreduce/abi.h"
+
+namespace ds::mr {
+
+using Counters = std::map<std::string, int64_t>;
+using EmitFn = std::function<void(std::string_view key, std::string_view value)>;
+// Yields the sorted intermediate records of a reduce partition, one at a time.
+using ForEachRecordFn = std::function<absl::Status(const EmitFn& fn)>;
+
+class AppRunner {
+ public:
+  virtual ~AppRunner() = default;
+  // Maps one input file; `emit` gets every intermediate pair.
+  virtual absl::Status Map(const std::string& filename, const EmitFn& emit, Counters* counters,
+                           uint64_t* bytes_in) = 0;
+  // Reduces a partition: `records` yields pairs sorted by key; `output` gets one
+  // (key, value) per output line.
+  virtual absl::Status Reduce(const ForEachRecordFn& records, const EmitFn& output,
+                              Counters* counters) = 0;
+};
+
+struct RunnerSpec {
+  std::string app;     // bundled app name or plugin path
+  std::string mapper;  // streaming mode: shell commands
+  std::string reducer;
+  // Where bundled apps live (mr-app-NAME.so). Default: ../lib next to the binary.
+  std::string app_dir;
+  // Streaming mode: directory for temporary files.
+  std::string temp_dir = "/tmp";
+};
+
+absl::StatusOr<std::unique_ptr<AppRunner>> MakeRunner(const RunnerSpec& spec);
+
+// Loads a plugin (cached; plugins are never unloaded). `app` is a name or a path.
+absl::StatusOr<const ds_mr_app*> LoadPlugin(const std::string& app, const std::string& app_dir);
+
+// Directory of bundled apps next to the running binary: <exe dir>/../lib.
+std::string DefaultAppDir();
+
+}  // namespace ds::mr

@@ -1,0 +1,164 @@
+#include "mapreduce/worker.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "mapreduce/task.h"
+
+namespace ds::mr {
+
+Worker::Worker(WorkerOptions options, std::shared_ptr<spdlog::logger> log)
+    : options_(std::move(options)), log_(std::move(log)) {
+  auto channel = grpc::CreateChannel(options_.coordinator, grpc::InsecureChannelCredentials());
+  stub_ = pb::WorkerService::NewStub(channel);
+  absl::MutexLock lock(&mu_);
+  last_contact_ = absl::Now();
+}
+
+void Worker::RequestStop() {
+  absl::MutexLock lock(&mu_);
+  if (!stop_) stop_reason_ = "shutdown requested";
+  stop_ = true;
+}
+
+bool Worker::Stopping() {
+  absl::MutexLock lock(&mu_);
+  return stop_;
+}
+
+bool Worker::SleepOrStop(absl::Duration d) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(&stop_), d);
+}
+
+void Worker::NoteContact(bool ok) {
+  absl::MutexLock lock(&mu_);
+  absl::Time now = absl::Now();
+  if (ok) {
+    last_contact_ = now;
+  } else if (now - last_contact_ > options_.coordinator_grace && !stop_) {
+    stop_ = true;
+    stop_reason_ = absl::StrCat("coordinator unreachable for more than ",
+                                absl::FormatDuration(options_.coordinator_grace));
+  }
+}
+
+std::string Worker::Run() {
+  std::vector<std::thread> slots;
+  for (int i = 0; i < std::max(1, options_.parallel); ++i) {
+    slots.emplace_back([this, i] { Slot(i); });
+  }
+  for (auto& t : slots) t.join();
+  absl::MutexLock lock(&mu_);
+  return stop_reason_;
+}
+
+void Worker::Slot(int slot) {
+  std::string worker_id = absl::StrCat(options_.worker_id, "/", slot);
+  while (!Stopping()) {
+    pb::RequestTaskRequest request;
+    request.set_worker_id(worker_id);
+    pb::RequestTaskResponse response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::Status st = stub_->RequestTask(&ctx, request, &response);
+    NoteContact(st.ok());
+    if (!st.ok()) {
+      log_->debug("request task: {}", st.error_message());
+      SleepOrStop(absl::Milliseconds(200));
+      continue;
+    }
+    if (!response.has_task()) {
+      SleepOrStop(absl::Milliseconds(std::max<int64_t>(10, response.retry_after_ms())));
+      continue;
+    }
+    Execute(response.task(), slot);
+  }
+}
+
+void Worker::Execute(const pb::Task& task, int slot) {
+  const char* kind = task.type() == pb::MAP ? "map" : "reduce";
+  log_->info("{} {} {} (attempt {}) on slot {}", task.job_id(), kind, task.index(),
+             task.attempt_id(), slot);
+  std::string worker_id = absl::StrCat(options_.worker_id, "/", slot);
+
+  // Heart-beat while user code runs: it may take long or hang; the coordinator
+  // can only tell the two apart by our silence.
+  absl::Mutex hb_mu;
+  bool done = false;
+  std::thread heartbeat([&] {
+    absl::Duration interval =
+        absl::Milliseconds(std::max<int64_t>(50, task.heartbeat_interval_ms()));
+    while (true) {
+      {
+        absl::MutexLock lock(&hb_mu);
+        if (hb_mu.AwaitWithTimeout(absl::Condition(&done), interval)) return;
+      }
+      pb::HeartbeatRequest request;
+      request.set_worker_id(worker_id);
+      request.set_job_id(task.job_id());
+      request.set_type(task.type());
+      request.set_index(task.index());
+      request.set_attempt_id(task.attempt_id());
+      pb::HeartbeatResponse response;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      NoteContact(stub_->Heartbeat(&ctx, request, &response).ok());
+    }
+  });
+
+  RunnerSpec spec{task.spec().app(), task.spec().mapper(), task.spec().reducer(), options_.app_dir};
+  spec.temp_dir = WorkRoot(task, options_.work_dir);
+  absl::StatusOr<TaskResult> result;
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(spec.temp_dir, ec);
+  }
+  auto runner = MakeRunner(spec);
+  if (!runner.ok()) {
+    result = runner.status();
+  } else if (task.type() == pb::MAP) {
+    result = RunMapTask(task, **runner, options_.work_dir);
+  } else {
+    result = RunReduceTask(task, **runner, options_.work_dir, options_.sort_memory_bytes);
+  }
+  {
+    absl::MutexLock lock(&hb_mu);
+    done = true;
+  }
+  heartbeat.join();
+
+  pb::ReportTaskRequest report;
+  report.set_worker_id(worker_id);
+  report.set_job_id(task.job_id());
+  report.set_type(task.type());
+  report.set_index(task.index());
+  report.set_attempt_id(task.attempt_id());
+  report.set_ok(result.ok());
+  if (result.ok()) {
+    report.set_output_location(result->output_location);
+    for (const auto& [name, value] : result->counters) (*report.mutable_counters())[name] = value;
+  } else {
+    report.set_error(std::string(result.status().message()));
+    log_->warn("{} {} {} failed: {}", task.job_id(), kind, task.index(),
+               result.status().ToString());
+  }
+  // Retry the report while the coordinator is briefly away (e.g. restarting);
+  // a lost report only costs a re-execution after the task timeout.
+  while (true) {
+    pb::ReportTaskResponse response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::Status st = stub_->ReportTask(&ctx, report, &response);
+    NoteContact(st.ok());
+    if (st.ok() || Stopping()) return;
+    SleepOrStop(absl::Milliseconds(200));
+  }
+}
+
+}  // namespace ds::mr

@@ -1,0 +1,218 @@
+// Storage conformance: every Storage implementation must pass these cases, which
+// spell out the contract of raft/storage.h. RocksDbStorage additionally keeps
+// everything across a reopen.
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "raft/memory_storage.h"
+#include "raft/rocksdb_storage.h"
+#include "raft/storage.h"
+#include "tests/raft/storage_test_util.h"
+
+namespace ds::raft {
+namespace {
+
+using testing_util::Entry;
+using testing_util::Indexes;
+using testing_util::TempDir;
+
+struct RocksDbFactory {
+  static std::unique_ptr<Storage> Make(const std::string& dir) {
+    auto s = RocksDbStorage::Open(dir);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(*s) : nullptr;
+  }
+};
+
+struct MemoryFactory {
+  static std::unique_ptr<Storage> Make(const std::string&) {
+    return std::make_unique<MemoryStorage>();
+  }
+};
+using Implementations = ::testing::Types<RocksDbFactory, MemoryFactory>;
+
+template <typename Factory>
+class StorageConformance : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    storage_ = Factory::Make(dir_.path());
+    ASSERT_NE(storage_, nullptr);
+  }
+  // Appends entries [lo, hi] with the given term.
+  void Append(uint64_t lo, uint64_t hi, uint64_t term) {
+    std::vector<pb::Entry> es;
+    for (uint64_t i = lo; i <= hi; ++i) es.push_back(Entry(i, term));
+    ASSERT_TRUE(storage_->Save(nullptr, es, true).ok());
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Storage> storage_;
+};
+TYPED_TEST_SUITE(StorageConformance, Implementations);
+
+TYPED_TEST(StorageConformance, FreshStorageIsEmpty) {
+  Storage& s = *this->storage_;
+  EXPECT_EQ(s.FirstIndex(), 1u);
+  EXPECT_EQ(s.LastIndex(), 0u);
+  EXPECT_EQ(*s.Term(0), 0u);
+  EXPECT_EQ(s.Term(1).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(s.Entries(1, 1, 1000)->empty());
+  EXPECT_EQ(s.GetSnapshot()->metadata().index(), 0u);
+  auto init = s.GetInitialState();
+  ASSERT_TRUE(init.ok());
+  EXPECT_EQ(init->hard_state.term(), 0u);
+  EXPECT_EQ(init->conf_state.voters_size(), 0);
+}
+
+TYPED_TEST(StorageConformance, SavePersistsHardStateAndEntries) {
+  Storage& s = *this->storage_;
+  pb::HardState hs;
+  hs.set_term(3);
+  hs.set_vote(2);
+  hs.set_commit(1);
+  ASSERT_TRUE(s.Save(&hs, {Entry(1, 1), Entry(2, 3)}, true).ok());
+  EXPECT_EQ(s.LastIndex(), 2u);
+  EXPECT_EQ(*s.Term(1), 1u);
+  EXPECT_EQ(*s.Term(2), 3u);
+  EXPECT_EQ(Indexes(*s.Entries(1, 3, 1 << 20)), (std::vector<uint64_t>{1, 2}));
+  auto init = s.GetInitialState();
+  EXPECT_EQ(init->hard_state.term(), 3u);
+  EXPECT_EQ(init->hard_state.vote(), 2u);
+  EXPECT_EQ(init->hard_state.commit(), 1u);
+  EXPECT_GT(s.RaftStateBytes(), 0u);
+}
+
+TYPED_TEST(StorageConformance, SaveTruncatesConflictingSuffix) {
+  this->Append(1, 5, 1);
+  Storage& s = *this->storage_;
+  // §5.3: a new leader's entry at index 3 replaces 3..5.
+  ASSERT_TRUE(s.Save(nullptr, {Entry(3, 2)}, true).ok());
+  EXPECT_EQ(s.LastIndex(), 3u);
+  EXPECT_EQ(*s.Term(3), 2u);
+  EXPECT_EQ(s.Term(4).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(s.Entries(1, 5, 1 << 20).status().code(), absl::StatusCode::kOutOfRange);
+}
+
+TYPED_TEST(StorageConformance, SaveRejectsAGapAfterTheLastEntry) {
+  this->Append(1, 2, 1);
+  EXPECT_FALSE(this->storage_->Save(nullptr, {Entry(4, 1)}, true).ok());
+  EXPECT_EQ(this->storage_->LastIndex(), 2u);
+}
+
+TYPED_TEST(StorageConformance, EntriesHonorsMaxBytesButReturnsAtLeastOne) {
+  this->Append(1, 10, 1);
+  Storage& s = *this->storage_;
+  const uint64_t one = Entry(1, 1).ByteSizeLong();
+  EXPECT_EQ(s.Entries(1, 11, 0)->size(), 1u);
+  EXPECT_EQ(s.Entries(1, 11, one)->size(), 1u);
+  EXPECT_EQ(s.Entries(1, 11, 3 * one)->size(), 3u);
+  EXPECT_EQ(s.Entries(4, 11, 1 << 20)->size(), 7u);
+  EXPECT_EQ(s.Entries(1, 12, 1 << 20).status().code(), absl::StatusCode::kOutOfRange);
+}
+
+TYPED_TEST(StorageConformance, CreateSnapshotDiscardsThePrefix) {
+  this->Append(1, 10, 2);
+  Storage& s = *this->storage_;
+  const uint64_t before = s.RaftStateBytes();
+  pb::ConfState cs;
+  cs.add_voters(1);
+  ASSERT_TRUE(s.CreateSnapshot(6, cs, "state@6").ok());
+  EXPECT_EQ(s.FirstIndex(), 7u);
+  EXPECT_EQ(s.LastIndex(), 10u);
+  EXPECT_EQ(*s.Term(6), 2u);  // the snapshot index still answers its term
+  EXPECT_EQ(s.Term(5).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(s.Entries(6, 8, 1 << 20).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(Indexes(*s.Entries(7, 11, 1 << 20)), (std::vector<uint64_t>{7, 8, 9, 10}));
+  auto snap = s.GetSnapshot();
+  EXPECT_EQ(snap->metadata().index(), 6u);
+  EXPECT_EQ(snap->metadata().term(), 2u);
+  EXPECT_EQ(snap->metadata().conf_state().voters_size(), 1);
+  EXPECT_EQ(snap->data(), "state@6");
+  EXPECT_LT(s.RaftStateBytes(), before);
+  EXPECT_EQ(s.SnapshotBytes(), 7u);
+  EXPECT_EQ(s.CreateSnapshot(4, cs, "old").code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TYPED_TEST(StorageConformance, CreateSnapshotOfTheWholeLogLeavesItEmpty) {
+  this->Append(1, 4, 1);
+  Storage& s = *this->storage_;
+  ASSERT_TRUE(s.CreateSnapshot(4, {}, "x").ok());
+  EXPECT_EQ(s.FirstIndex(), 5u);
+  EXPECT_EQ(s.LastIndex(), 4u);
+  this->Append(5, 6, 1);
+  EXPECT_EQ(s.LastIndex(), 6u);
+}
+
+TYPED_TEST(StorageConformance, ApplySnapshotReplacesTheWholeLog) {
+  this->Append(1, 5, 1);
+  Storage& s = *this->storage_;
+  pb::Snapshot snap;
+  snap.mutable_metadata()->set_index(20);
+  snap.mutable_metadata()->set_term(4);
+  snap.mutable_metadata()->mutable_conf_state()->add_voters(7);
+  snap.set_data(std::string(1000, 'z'));
+  ASSERT_TRUE(s.ApplySnapshot(snap).ok());
+  EXPECT_EQ(s.FirstIndex(), 21u);
+  EXPECT_EQ(s.LastIndex(), 20u);
+  EXPECT_EQ(*s.Term(20), 4u);
+  EXPECT_EQ(s.SnapshotBytes(), 1000u);
+  EXPECT_EQ(s.GetSnapshot()->data().size(), 1000u);
+  EXPECT_EQ(s.GetInitialState()->conf_state.voters(0), 7u);
+  this->Append(21, 22, 4);
+  EXPECT_EQ(s.LastIndex(), 22u);
+}
+
+TYPED_TEST(StorageConformance, InitialConfStateComesFromTheLatestConfChangeEntry) {
+  Storage& s = *this->storage_;
+  pb::ConfState cs;
+  cs.add_voters(1);
+  cs.add_voters(2);
+  pb::Entry cc = Entry(2, 1);
+  cc.set_type(pb::ENTRY_CONF_CHANGE);
+  cc.set_data(cs.SerializeAsString());
+  ASSERT_TRUE(s.Save(nullptr, {Entry(1, 1), cc, Entry(3, 1)}, true).ok());
+  auto init = s.GetInitialState();
+  ASSERT_TRUE(init.ok());
+  EXPECT_EQ(init->conf_state.voters_size(), 2);
+}
+
+// ---- RocksDB only: durability across a reopen ----
+
+TEST(RocksDbStorage, ReopenRestoresHardStateLogAndSnapshot) {
+  TempDir dir;
+  {
+    auto s = RocksDbStorage::Open(dir.path());
+    ASSERT_TRUE(s.ok()) << s.status();
+    pb::HardState hs;
+    hs.set_term(5);
+    hs.set_vote(1);
+    hs.set_commit(7);
+    std::vector<pb::Entry> es;
+    for (uint64_t i = 1; i <= 12; ++i) es.push_back(Entry(i, 5));
+    ASSERT_TRUE((*s)->Save(&hs, es, true).ok());
+    ASSERT_TRUE((*s)->Save(nullptr, {Entry(11, 6)}, true).ok());  // truncates 12
+    ASSERT_TRUE((*s)->CreateSnapshot(4, {}, "snap").ok());
+  }
+  auto s = RocksDbStorage::Open(dir.path());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ((*s)->FirstIndex(), 5u);
+  EXPECT_EQ((*s)->LastIndex(), 11u);
+  EXPECT_EQ(*(*s)->Term(11), 6u);
+  EXPECT_EQ(*(*s)->Term(4), 5u);
+  EXPECT_EQ((*s)->GetInitialState()->hard_state.commit(), 7u);
+  EXPECT_EQ((*s)->GetSnapshot()->data(), "snap");
+  EXPECT_EQ((*s)->SnapshotBytes(), 4u);
+}
+
+TEST(RocksDbStorage, OpenFailsWithoutCreateIfMissing) {
+  TempDir dir;
+  RocksDbStorageOptions options;
+  options.create_if_missing = false;
+  EXPECT_FALSE(RocksDbStorage::Open(dir.path() + "/absent", options).ok());
+}
+
+}  // namespace
+}  // namespace ds::raft
