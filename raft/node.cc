@@ -139,23 +139,31 @@ void Node::RunRaft() {
         p.status = s.code() == absl::StatusCode::kUnavailable ? NotLeader(core_->leader()) : s;
       }
     }
-    for (std::string& ctx : reads) {
+    if (!reads.empty()) {
       if (core_->role() == Role::kLeader) {
-        core_->ReadIndex(std::move(ctx));
-        continue;
+        std::string batch = reads.front();
+        {
+          absl::MutexLock lock(&mu_);
+          read_batches_[batch] = std::move(reads);
+        }
+        core_->ReadIndex(std::move(batch));
+      } else {
+        absl::MutexLock lock(&mu_);
+        FailReadsLocked(reads);
       }
-      absl::MutexLock lock(&mu_);
-      auto it = reads_.find(ctx);
-      if (it == reads_.end()) continue;
-      it->second->status = NotLeader(core_->leader());
-      it->second->done.Notify();
-      reads_.erase(it);
     }
     for (uint64_t to : transfers) core_->TransferLeadership(to);
     for (auto& req : snapshots) DoSnapshot(req.get());
 
     if (core_->HasReady()) failed = !HandleReady();
     more_ready = core_->HasReady();
+    if (core_->role() != Role::kLeader) {
+      // A deposed leader's pending reads will get no read point here: tell
+      // their callers now rather than at their deadline.
+      absl::MutexLock lock(&mu_);
+      for (auto& [ctx, members] : read_batches_) FailReadsLocked(members);
+      read_batches_.clear();
+    }
 
     // Published before the callers wake, so they see their own effect.
     PublishStatus();
@@ -247,14 +255,29 @@ bool Node::HandleReady() {
       apply_queue_.push_back(std::move(batch));
     }
     for (const ReadState& rs : rd.read_states) {
-      auto it = reads_.find(rs.context);
-      if (it == reads_.end()) continue;  // the caller gave up
-      it->second->index = rs.index;
-      it->second->done.Notify();
-      reads_.erase(it);
+      auto batch = read_batches_.find(rs.context);
+      if (batch == read_batches_.end()) continue;
+      for (const std::string& ctx : batch->second) {
+        auto it = reads_.find(ctx);
+        if (it == reads_.end()) continue;  // the caller gave up
+        it->second->index = rs.index;
+        it->second->done.Notify();
+        reads_.erase(it);
+      }
+      read_batches_.erase(batch);
     }
   }
   return true;
+}
+
+void Node::FailReadsLocked(const std::vector<std::string>& contexts) {
+  for (const std::string& ctx : contexts) {
+    auto it = reads_.find(ctx);
+    if (it == reads_.end()) continue;
+    it->second->status = NotLeader(core_->leader());
+    it->second->done.Notify();
+    reads_.erase(it);
+  }
 }
 
 void Node::DoSnapshot(SnapshotRequest* req) {

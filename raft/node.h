@@ -170,6 +170,8 @@ class Node {
   // Handles one Ready from the core. False if persisting failed (fatal).
   bool HandleReady();
   void DoSnapshot(SnapshotRequest* req);
+  // Fails the ReadIndex calls of `contexts` with "not leader" (Raft thread).
+  void FailReadsLocked(const std::vector<std::string>& contexts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishStatus();
   bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -193,6 +195,11 @@ class Node {
   std::vector<std::shared_ptr<SnapshotRequest>> snapshot_requests_ ABSL_GUARDED_BY(mu_);
   // ReadIndex calls waiting for their ReadState, by context.
   std::map<std::string, std::shared_ptr<PendingRead>> reads_ ABSL_GUARDED_BY(mu_);
+  // The ReadIndex requests of one loop iteration share one core ReadIndex (one
+  // heartbeat round instead of one per request): the batch's context is its
+  // first request's, mapped here to every request of the batch. Leader only;
+  // cleared (requests failed with "not leader") when leadership is lost.
+  std::map<std::string, std::vector<std::string>> read_batches_ ABSL_GUARDED_BY(mu_);
   uint64_t next_read_id_ ABSL_GUARDED_BY(mu_) = 0;
   // Committed entries and snapshots handed to the apply thread.
   std::deque<ApplyBatch> apply_queue_ ABSL_GUARDED_BY(mu_);

@@ -51,13 +51,20 @@ absl::StatusOr<std::string> Rsm::Submit(std::string command, absl::Duration time
     if (stopped_) return absl::UnavailableError("replica stopping");
     ++proposing_;
   }
-  absl::StatusOr<Proposal> p = node_->Propose(std::move(command));
+  // The waiter is registered by the Propose callback on the Raft thread, so
+  // this thread sleeps once (until applied) instead of also waiting for the
+  // Raft loop iteration that appends the entry.
   auto w = std::make_shared<Waiter>();
-  {
+  node_->ProposeAsync(std::move(command), [this, w](absl::StatusOr<Proposal> p) {
     absl::MutexLock lock(&mu_);
     if (--proposing_ == 0 && !p.ok()) unclaimed_.clear();
-    if (!p.ok()) return p.status();
+    if (!p.ok()) {
+      w->result = p.status();
+      w->done.Notify();
+      return;
+    }
     w->term = p->term;
+    w->index = p->index;
     auto it = unclaimed_.find(p->index);
     if (it != unclaimed_.end()) {
       // Applied before we got here.
@@ -66,15 +73,16 @@ absl::StatusOr<std::string> Rsm::Submit(std::string command, absl::Duration time
                       : absl::UnavailableError("entry replaced by a new leader; retry");
       w->done.Notify();
     } else if (stopped_) {
-      return absl::UnavailableError("replica stopping");
+      w->result = absl::UnavailableError("replica stopping");
+      w->done.Notify();
     } else {
       waiters_.emplace(p->index, w);
     }
     if (proposing_ == 0) unclaimed_.clear();
-  }
+  });
   if (!w->done.WaitForNotificationWithTimeout(timeout)) {
     absl::MutexLock lock(&mu_);
-    auto [lo, hi] = waiters_.equal_range(p->index);
+    auto [lo, hi] = waiters_.equal_range(w->index);
     for (auto it = lo; it != hi; ++it) {
       if (it->second == w) {
         waiters_.erase(it);
@@ -82,9 +90,11 @@ absl::StatusOr<std::string> Rsm::Submit(std::string command, absl::Duration time
       }
     }
     if (!w->done.HasBeenNotified()) {
+      // If the callback has not run yet it will still register `w`; Finish
+      // or Stop drops it later.
       return absl::DeadlineExceededError(
-          absl::StrCat("not applied within ", absl::FormatDuration(timeout), " (index ", p->index,
-                       ", term ", p->term, "); outcome unknown"));
+          absl::StrCat("not applied within ", absl::FormatDuration(timeout), " (index ", w->index,
+                       ", term ", w->term, "); outcome unknown"));
     }
   }
   return std::move(w->result);

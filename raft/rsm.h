@@ -70,7 +70,8 @@ class Rsm {
 
  private:
   struct Waiter {
-    uint64_t term = 0;
+    uint64_t term = 0;   // set under mu_ once proposed
+    uint64_t index = 0;  // set under mu_ once proposed
     absl::StatusOr<std::string> result;
     absl::Notification done;
   };
