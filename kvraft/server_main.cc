@@ -33,6 +33,9 @@ ABSL_FLAG(absl::Duration, request_timeout, absl::Seconds(5),
           "Longest a request waits to be applied when the client's deadline is later.");
 ABSL_FLAG(absl::Duration, session_ttl, absl::Hours(1),
           "Client sessions idle this long are forgotten. Same on every replica.");
+ABSL_FLAG(int, grpc_max_threads, 256,
+          "gRPC server threads kept alive between calls (each concurrent request holds one "
+          "thread while it waits for Raft).");
 ABSL_FLAG(absl::Duration, shutdown_deadline, absl::Seconds(5),
           "On SIGTERM, how long in-flight requests may run before they are cancelled.");
 
@@ -103,7 +106,8 @@ int main(int argc, char** argv) {
                                 rsm->get());
   std::string listen = absl::GetFlag(FLAGS_listen);
   if (listen.empty()) listen = peers->at(id);
-  ds::common::GrpcServer server({.listen_address = listen});
+  ds::common::GrpcServer server(
+      {.listen_address = listen, .max_pollers = absl::GetFlag(FLAGS_grpc_max_threads)});
   server.AddService(transport_ptr->service());
   server.AddService(&service);
   if (absl::Status st = server.Start(); !st.ok()) {
