@@ -134,10 +134,7 @@ class Search {
     while (true) {
       const bool complete =
           !any_unknown || window >= last_call - first_call || window > kNeverReturned / 4;
-      absl::Time t0 = absl::Now();
       SearchResult result = RunWithWindow(complete ? kNeverReturned : window);
-      fprintf(stderr, "round window=%ld complete=%d n=%zu outcome=%d %s\n", (long)window, complete,
-              ops_.size(), (int)result.outcome, absl::FormatDuration(absl::Now() - t0).c_str());
       if (complete || result.outcome != Outcome::kIllegal) return result;
       window *= 4;
     }
@@ -233,31 +230,6 @@ class Search {
       if (remaining_known == 0) break;
       if ((++iterations & 255) == 0 && absl::Now() > deadline_) {
         result.outcome = Outcome::kTimeout;
-        if (getenv("DBG")) {
-          fprintf(stderr, "timeout: iterations=%lu depth=%zu seen=%zu\n", (unsigned long)iterations,
-                  calls.size(), seen.size());
-          for (size_t i = calls.size() > 30 ? calls.size() - 30 : 0; i < calls.size(); ++i) {
-            const SearchOp& o = ops_[op_of_[calls[i].entry]];
-            fprintf(stderr, "  %d kind=%d [%ld,%ld] v=%s out=%s known=%d\n", o.source, (int)o.kind,
-                    (long)o.call, (long)o.ret, o.value->c_str(),
-                    o.output->substr(o.output->size() > 40 ? o.output->size() - 40 : 0).c_str(),
-                    o.known);
-          }
-          fprintf(stderr, "state: %s\n",
-                  std::string(states_.value(state).substr(states_.value(state).size() > 60
-                                                              ? states_.value(state).size() - 60
-                                                              : 0))
-                      .c_str());
-          int k = 0;
-          for (int e = next_[kHead]; e != tail_ && k < 30; e = next_[e], ++k) {
-            const SearchOp& o = ops_[op_of_[e]];
-            fprintf(stderr, "  list %s %d kind=%d [%ld,%ld] v=%s out=%s known=%d\n",
-                    is_call_[e] ? "call" : "RET ", o.source, (int)o.kind, (long)o.call, (long)o.ret,
-                    o.value->c_str(),
-                    o.output->substr(o.output->size() > 40 ? o.output->size() - 40 : 0).c_str(),
-                    o.known);
-          }
-        }
         return result;
       }
       bool backtrack = false;
