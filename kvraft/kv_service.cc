@@ -12,6 +12,46 @@ absl::StatusOr<std::string> KvReplicatedStateMachine::Apply(const std::string& c
   return r->SerializeAsString();
 }
 
+namespace {
+absl::Status NotLeaderHere(const raft::NodeStatus& st, uint64_t* leader_hint) {
+  if (leader_hint != nullptr) *leader_hint = st.leader;
+  return absl::UnavailableError("not the leader");
+}
+}  // namespace
+
+absl::StatusOr<pb::KvResult> SubmitKvWrite(raft::Rsm& rsm, pb::KvCommand cmd,
+                                           absl::Duration timeout, uint64_t* leader_hint) {
+  raft::NodeStatus st = rsm.status();
+  if (st.role != raft::Role::kLeader) return NotLeaderHere(st, leader_hint);
+  cmd.set_proposal_time_unix_micros(absl::ToUnixMicros(absl::Now()));
+  absl::StatusOr<std::string> r = rsm.Submit(cmd.SerializeAsString(), timeout);
+  if (!r.ok()) {
+    if (leader_hint != nullptr) *leader_hint = raft::LeaderHint(r.status());
+    return r.status();
+  }
+  pb::KvResult result;
+  if (!result.ParseFromString(*r))
+    return absl::InternalError("unreadable result from the state machine");
+  return result;
+}
+
+absl::StatusOr<pb::KvResult> ReadKv(raft::Rsm& rsm, const std::string& key, absl::Duration timeout,
+                                    uint64_t* leader_hint) {
+  // Only the leader can find a read point; answer a follower's client at once
+  // instead of letting the read time out.
+  raft::NodeStatus st = rsm.status();
+  if (st.role != raft::Role::kLeader) return NotLeaderHere(st, leader_hint);
+  pb::KvResult result;
+  absl::Status s = rsm.Read(timeout, [&](const raft::StateMachine& sm) {
+    result = static_cast<const KvReplicatedStateMachine&>(sm).kv().Get(key);
+  });
+  if (!s.ok()) {
+    if (leader_hint != nullptr) *leader_hint = raft::LeaderHint(s);
+    return s;
+  }
+  return result;
+}
+
 absl::Duration KvServiceImpl::Timeout(const grpc::ServerContext* ctx) const {
   absl::Duration client = absl::FromChrono(ctx->deadline()) - absl::Now();
   return std::max(absl::ZeroDuration(), std::min(client, options_.request_timeout));
@@ -35,9 +75,10 @@ grpc::Status KvServiceImpl::NotLeader(grpc::ServerContext* ctx, uint64_t leader,
                       leader != 0 ? absl::StrCat(why, "; leader is ", leader) : why);
 }
 
-grpc::Status KvServiceImpl::ToGrpc(grpc::ServerContext* ctx, const absl::Status& st) {
+grpc::Status KvServiceImpl::ToGrpc(grpc::ServerContext* ctx, const absl::Status& st,
+                                   uint64_t leader_hint) {
   if (st.code() == absl::StatusCode::kUnavailable) {
-    return NotLeader(ctx, raft::LeaderHint(st), std::string(st.message()));
+    return NotLeader(ctx, leader_hint, std::string(st.message()));
   }
   return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
 }
@@ -55,15 +96,10 @@ grpc::Status KvServiceImpl::Write(grpc::ServerContext* ctx, pb::KvCommand cmd,
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "writes need a nonzero client_id and sequence");
   }
-  raft::NodeStatus st = rsm_->status();
-  if (st.role != raft::Role::kLeader) return NotLeader(ctx, st.leader, "not the leader");
-  // The leader's clock drives session expiry on every replica (see KvCommand).
-  cmd.set_proposal_time_unix_micros(absl::ToUnixMicros(absl::Now()));
-  absl::StatusOr<std::string> r = rsm_->Submit(cmd.SerializeAsString(), Timeout(ctx));
-  if (!r.ok()) return ToGrpc(ctx, r.status());
-  if (result != nullptr && !result->ParseFromString(*r)) {
-    return grpc::Status(grpc::StatusCode::INTERNAL, "unreadable result from the state machine");
-  }
+  uint64_t hint = 0;
+  absl::StatusOr<pb::KvResult> r = SubmitKvWrite(*rsm_, std::move(cmd), Timeout(ctx), &hint);
+  if (!r.ok()) return ToGrpc(ctx, r.status(), hint);
+  if (result != nullptr) *result = std::move(*r);
   FillHeader(header);
   return grpc::Status::OK;
 }
@@ -71,16 +107,11 @@ grpc::Status KvServiceImpl::Write(grpc::ServerContext* ctx, pb::KvCommand cmd,
 grpc::Status KvServiceImpl::Get(grpc::ServerContext* ctx, const pb::GetRequest* req,
                                 pb::GetResponse* resp) {
   if (req->key().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty key");
-  // Only the leader can find a read point; answer a follower's client at once
-  // instead of letting the read time out.
-  raft::NodeStatus st = rsm_->status();
-  if (st.role != raft::Role::kLeader) return NotLeader(ctx, st.leader, "not the leader");
-  absl::Status s = rsm_->Read(Timeout(ctx), [&](const raft::StateMachine& sm) {
-    pb::KvResult r = static_cast<const KvReplicatedStateMachine&>(sm).kv().Get(req->key());
-    resp->set_found(r.found());
-    resp->set_value(r.value());
-  });
-  if (!s.ok()) return ToGrpc(ctx, s);
+  uint64_t hint = 0;
+  absl::StatusOr<pb::KvResult> r = ReadKv(*rsm_, req->key(), Timeout(ctx), &hint);
+  if (!r.ok()) return ToGrpc(ctx, r.status(), hint);
+  resp->set_found(r->found());
+  resp->set_value(r->value());
   FillHeader(resp->mutable_header());
   return grpc::Status::OK;
 }

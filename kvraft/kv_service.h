@@ -40,6 +40,18 @@ class KvReplicatedStateMachine : public raft::StateMachine {
   KvStateMachine kv_;
 };
 
+// The request path of KvServiceImpl, shared with in-process tests. Both answer
+// at once with kUnavailable on a replica that is not the leader; on
+// kUnavailable `*leader_hint` (if not null) is the known leader, 0 if unknown.
+//
+// SubmitKvWrite stamps `cmd` with the leader's clock (session expiry, see
+// KvCommand), proposes it and returns its result once applied here.
+absl::StatusOr<pb::KvResult> SubmitKvWrite(raft::Rsm& rsm, pb::KvCommand cmd,
+                                           absl::Duration timeout, uint64_t* leader_hint);
+// A linearizable Get through ReadIndex.
+absl::StatusOr<pb::KvResult> ReadKv(raft::Rsm& rsm, const std::string& key, absl::Duration timeout,
+                                    uint64_t* leader_hint);
+
 class KvServiceImpl final : public pb::KvService::Service {
  public:
   // `rsm` must outlive the service.
@@ -62,7 +74,7 @@ class KvServiceImpl final : public pb::KvService::Service {
                      pb::KvResult* result);
   // UNAVAILABLE with the leader hint in the trailing metadata.
   grpc::Status NotLeader(grpc::ServerContext* ctx, uint64_t leader, const std::string& why);
-  grpc::Status ToGrpc(grpc::ServerContext* ctx, const absl::Status& st);
+  grpc::Status ToGrpc(grpc::ServerContext* ctx, const absl::Status& st, uint64_t leader_hint);
   absl::Duration Timeout(const grpc::ServerContext* ctx) const;
   void FillHeader(pb::ResponseHeader* header) const;
 

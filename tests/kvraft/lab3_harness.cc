@@ -432,42 +432,15 @@ absl::StatusOr<pb::KvResult> Cluster::ServeWrite(int i, pb::KvCommand command,
                                                  absl::Duration timeout, uint64_t* leader_hint) {
   std::shared_ptr<Server> s = GetServer(i);
   if (s == nullptr) return absl::UnavailableError("replica down");
-  // As KvServiceImpl::Write: refuse at once when not the leader, and stamp the
-  // command with the leader's clock (session expiry).
-  raft::NodeStatus st = s->rsm->status();
-  if (st.role != raft::Role::kLeader) {
-    *leader_hint = st.leader;
-    return absl::UnavailableError("not the leader");
-  }
-  command.set_proposal_time_unix_micros(absl::ToUnixMicros(absl::Now()));
-  absl::StatusOr<std::string> r = s->rsm->Submit(command.SerializeAsString(), timeout);
-  if (!r.ok()) {
-    *leader_hint = raft::LeaderHint(r.status());
-    return r.status();
-  }
-  pb::KvResult result;
-  if (!result.ParseFromString(*r)) return absl::InternalError("unreadable KvResult");
-  return result;
+  // The server's own request path (kv_service.h), minus gRPC.
+  return SubmitKvWrite(*s->rsm, std::move(command), timeout, leader_hint);
 }
 
 absl::StatusOr<pb::KvResult> Cluster::ServeGet(int i, const std::string& key,
                                                absl::Duration timeout, uint64_t* leader_hint) {
   std::shared_ptr<Server> s = GetServer(i);
   if (s == nullptr) return absl::UnavailableError("replica down");
-  raft::NodeStatus st = s->rsm->status();
-  if (st.role != raft::Role::kLeader) {
-    *leader_hint = st.leader;
-    return absl::UnavailableError("not the leader");
-  }
-  pb::KvResult result;
-  absl::Status read = s->rsm->Read(timeout, [&](const raft::StateMachine& sm) {
-    result = static_cast<const KvReplicatedStateMachine&>(sm).kv().Get(key);
-  });
-  if (!read.ok()) {
-    *leader_hint = raft::LeaderHint(read);
-    return read;
-  }
-  return result;
+  return ReadKv(*s->rsm, key, timeout, leader_hint);
 }
 
 // ---------------------------------------------------------------------------
