@@ -13,14 +13,16 @@ ABSL_FLAG(std::string, data_dir, "", "Directory for the job database (required).
 ABSL_FLAG(absl::Duration, task_timeout, absl::Seconds(10),
           "Re-issue a task whose worker has not heart-beaten for this long.");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1),
-          "How often workers heart-beat a running task (keep well below --task_timeout).");
+          "How often workers heart-beat a running task; lowered to --task_timeout/4 when "
+          "above half of it.");
 ABSL_FLAG(int, max_attempts, 4,
           "Failed attempts (errors or timeouts) per task before the job fails.");
 ABSL_FLAG(double, backup_remaining_fraction, 0.2,
           "Back up stragglers once at most this fraction of a phase's tasks remain "
           "(negative: no backup tasks).");
 ABSL_FLAG(absl::Duration, backup_min_runtime, absl::Seconds(5),
-          "A task must run at least this long before it gets a backup copy.");
+          "A task must run at least this long (and twice the median time of its phase's "
+          "finished tasks) before it gets a backup copy.");
 ABSL_FLAG(absl::Duration, shutdown_deadline, absl::Seconds(2),
           "How long in-flight calls may run after SIGTERM.");
 

@@ -26,6 +26,18 @@ uint64_t JobNumber(const std::string& job_id) {
   return n;
 }
 
+int MapTaskCount(const pb::JobSpec& spec) {
+  return spec.splits_size() > 0 ? spec.splits_size() : spec.inputs_size();
+}
+
+std::string MapInputName(const pb::JobSpec& spec, int index) {
+  if (spec.splits_size() > 0) {
+    const pb::InputSplit& s = spec.splits(index);
+    return absl::StrCat(s.path(), " bytes ", s.offset(), "-", s.offset() + s.length() - 1);
+  }
+  return spec.inputs(index);
+}
+
 void Scheduler::Restore(const std::vector<pb::JobRecord>& records, uint64_t next_job_number) {
   jobs_.clear();
   attempts_.clear();
@@ -52,7 +64,14 @@ absl::StatusOr<std::string> Scheduler::Submit(pb::JobSpec spec, absl::Time now) 
   if (streaming == !spec.app().empty()) {
     return absl::InvalidArgumentError("give either an app or a mapper and reducer");
   }
-  if (spec.inputs().empty()) return absl::InvalidArgumentError("no input files");
+  if (spec.inputs().empty() && spec.splits().empty()) {
+    return absl::InvalidArgumentError("no input files");
+  }
+  for (const pb::InputSplit& split : spec.splits()) {
+    if (split.path().empty() || split.offset() < 0 || split.length() <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("bad input split ", split.ShortDebugString()));
+    }
+  }
   if (spec.reduces() < 1) return absl::InvalidArgumentError("reduces must be at least 1");
   if (spec.output_dir().empty()) return absl::InvalidArgumentError("no output directory");
   if (spec.max_attempts() < 0) return absl::InvalidArgumentError("max_attempts must be >= 0");
@@ -63,10 +82,10 @@ absl::StatusOr<std::string> Scheduler::Submit(pb::JobSpec spec, absl::Time now) 
   pb::JobStatus* status = job.record.mutable_status();
   status->set_job_id(id);
   status->set_state(pb::QUEUED);
-  status->set_maps_total(spec.inputs_size());
+  status->set_maps_total(MapTaskCount(spec));
   status->set_reduces_total(spec.reduces());
   status->set_submit_unix_ms(UnixMs(now));
-  for (int i = 0; i < spec.inputs_size(); ++i) {
+  for (int i = 0; i < MapTaskCount(spec); ++i) {
     pb::TaskRecord* t = job.record.add_maps();
     t->set_type(pb::MAP);
     t->set_index(i);
@@ -272,7 +291,9 @@ void Scheduler::FailAttempt(Job& job, pb::TaskType type, int index, const std::s
   MarkDirty(status->job_id());
   if (task->failures() >= MaxAttempts(job)) {
     std::string what = absl::StrCat(TypeName(type), " task ", index);
-    if (type == pb::MAP) absl::StrAppend(&what, " (input ", status->spec().inputs(index), ")");
+    if (type == pb::MAP) {
+      absl::StrAppend(&what, " (input ", MapInputName(status->spec(), index), ")");
+    }
     FinishJob(job, pb::FAILED,
               absl::StrCat(what, " failed ", task->failures(), " times; last error: ", error), now);
   }

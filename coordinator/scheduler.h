@@ -118,4 +118,10 @@ class Scheduler {
 // "job-12" -> 12; 0 if malformed.
 uint64_t JobNumber(const std::string& job_id);
 
+// Map tasks of a job: one per split if the spec has splits, else one per input.
+int MapTaskCount(const pb::JobSpec& spec);
+// What map task `index` reads, for messages: "/in/a.txt" or
+// "/in/a.txt bytes 0-67108863".
+std::string MapInputName(const pb::JobSpec& spec, int index);
+
 }  // namespace ds::mr

@@ -1,8 +1,10 @@
 #include "coordinator/service.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "common/status.h"
 
 namespace ds::mr {
@@ -26,7 +28,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorService>> CoordinatorService::Create(
     service->scheduler_.Restore(contents->records, contents->next_job_number);
     service->log_->info("restored {} job(s); next job number {}", contents->records.size(),
                         service->scheduler_.next_job_number());
+    // A job that ended just before a crash may still have intermediate files.
+    service->NoteEndedLocked(contents->records, /*seq=*/0);
   }
+  service->CleanUp();
   service->ticker_ = std::thread([s = service.get()] { s->TickLoop(); });
   return service;
 }
@@ -42,8 +47,10 @@ CoordinatorService::~CoordinatorService() {
 uint64_t CoordinatorService::StageLocked() {
   std::vector<pb::JobRecord> dirty = scheduler_.TakeDirty();
   if (dirty.empty()) return durable_seq_ > staged_seq_ ? durable_seq_ : staged_seq_;
+  ++staged_seq_;
+  NoteEndedLocked(dirty, staged_seq_);
   for (pb::JobRecord& r : dirty) pending_[r.status().job_id()] = std::move(r);
-  return ++staged_seq_;
+  return staged_seq_;
 }
 
 absl::Status CoordinatorService::WaitDurable(uint64_t seq) {
@@ -85,14 +92,55 @@ void CoordinatorService::TickLoop() {
       scheduler_.Tick(absl::Now());
       seq = StageLocked();
     }
-    (void)WaitDurable(seq);
+    if (WaitDurable(seq).ok()) CleanUp();
   }
 }
 
-void CoordinatorService::CleanUp(const std::vector<std::string>& dirs) {
-  for (const std::string& dir : dirs) {
+void CoordinatorService::NoteEndedLocked(const std::vector<pb::JobRecord>& records, uint64_t seq) {
+  for (const pb::JobRecord& record : records) {
+    const pb::JobStatus& status = record.status();
+    pb::JobState state = status.state();
+    if (state != pb::SUCCEEDED && state != pb::FAILED && state != pb::CANCELLED) continue;
+    // Where map attempts reported their files, and the default work root of
+    // the job (where failed attempts may have left some).
+    std::set<std::string> dirs = {
+        absl::StrCat(status.spec().output_dir(), "/.mr-intermediate/", status.job_id())};
+    for (const pb::TaskRecord& m : record.maps()) {
+      if (!m.output_location().empty()) dirs.insert(m.output_location());
+    }
+    for (const std::string& dir : dirs) garbage_.push_back({seq, dir, ""});
+    // Reduce attempts killed mid-write leave their temporary files.
+    garbage_.push_back({seq, "", status.spec().output_dir()});
+  }
+}
+
+void CoordinatorService::CleanUp() {
+  std::vector<Garbage> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    // Only jobs whose end is on disk: were the coordinator to crash before,
+    // the job would resume and its reduces would still need these files.
+    auto durable = std::stable_partition(garbage_.begin(), garbage_.end(),
+                                         [&](const Garbage& g) { return g.seq > durable_seq_; });
+    ready.assign(std::make_move_iterator(durable), std::make_move_iterator(garbage_.end()));
+    garbage_.erase(durable, garbage_.end());
+  }
+  namespace fs = std::filesystem;
+  for (const Garbage& g : ready) {
     std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
+    if (!g.intermediate_dir.empty()) {
+      fs::remove_all(g.intermediate_dir, ec);
+      // The default work root (<output>/.mr-intermediate) goes too once no job
+      // uses it, so the output directory holds only the output.
+      fs::path parent = fs::path(g.intermediate_dir).parent_path();
+      if (parent.filename() == ".mr-intermediate") fs::remove(parent, ec);
+    }
+    if (!g.output_dir.empty()) {
+      for (fs::directory_iterator it(g.output_dir, ec), end; !ec && it != end; it.increment(ec)) {
+        std::string name = it->path().filename().string();
+        if (name.rfind("tmp-reduce-", 0) == 0) fs::remove(it->path(), ec);
+      }
+    }
   }
 }
 
@@ -105,7 +153,7 @@ grpc::Status CoordinatorService::Submit(grpc::ServerContext*, const pb::SubmitRe
     if (!id.ok()) return common::ToGrpcStatus(id.status());
     response->set_job_id(*id);
     seq = StageLocked();
-    log_->info("{} submitted: {} input(s), {} reduce(s)", *id, request->spec().inputs_size(),
+    log_->info("{} submitted: {} map task(s), {} reduce(s)", *id, MapTaskCount(request->spec()),
                request->spec().reduces());
   }
   return common::ToGrpcStatus(WaitDurable(seq));
@@ -137,7 +185,9 @@ grpc::Status CoordinatorService::Cancel(grpc::ServerContext*, const pb::CancelRe
     *response->mutable_job() = *status;
     seq = StageLocked();
   }
-  return common::ToGrpcStatus(WaitDurable(seq));
+  absl::Status st = WaitDurable(seq);
+  if (st.ok()) CleanUp();
+  return common::ToGrpcStatus(st);
 }
 
 grpc::Status CoordinatorService::RequestTask(grpc::ServerContext*,
@@ -174,7 +224,6 @@ grpc::Status CoordinatorService::ReportTask(grpc::ServerContext*,
                                             const pb::ReportTaskRequest* request,
                                             pb::ReportTaskResponse*) {
   uint64_t seq;
-  std::vector<std::string> cleanup;
   {
     absl::MutexLock lock(&mu_);
     bool was_terminal = scheduler_.IsTerminal(request->job_id());
@@ -188,13 +237,14 @@ grpc::Status CoordinatorService::ReportTask(grpc::ServerContext*,
       auto status = scheduler_.Status(request->job_id());
       log_->info("{} finished: {} {}", request->job_id(), pb::JobState_Name(status->state()),
                  status->error());
-      // Intermediate files are only needed until every reduce has read them.
-      if (status->state() == pb::SUCCEEDED) cleanup = scheduler_.MapLocations(request->job_id());
     }
     seq = StageLocked();
   }
+  // Intermediate files are only needed until every reduce has read them; they
+  // are removed only once the job's end is durable (a restart before that
+  // would re-run reduces that need them).
   absl::Status st = WaitDurable(seq);
-  CleanUp(cleanup);
+  if (st.ok()) CleanUp();
   return common::ToGrpcStatus(st);
 }
 

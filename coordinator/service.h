@@ -53,8 +53,13 @@ class CoordinatorService final : public pb::JobService::Service, public pb::Work
   // other thread is (the mutex is released during the write).
   absl::Status WaitDurable(uint64_t seq) ABSL_LOCKS_EXCLUDED(mu_);
   void TickLoop();
-  // Removes the intermediate directories of a job that succeeded.
-  void CleanUp(const std::vector<std::string>& dirs);
+  // Notes the intermediate directories of jobs among `records` that ended,
+  // to be removed once staged batch `seq` is durable.
+  void NoteEndedLocked(const std::vector<pb::JobRecord>& records, uint64_t seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes the intermediate directories of jobs whose end is durable (outside
+  // the mutex: it is file-system work).
+  void CleanUp() ABSL_LOCKS_EXCLUDED(mu_);
 
   const CoordinatorOptions options_;
   const std::unique_ptr<JobStore> store_;
@@ -69,6 +74,13 @@ class CoordinatorService final : public pb::JobService::Service, public pb::Work
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status store_error_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Intermediate directories of ended jobs, waiting for CleanUp().
+  struct Garbage {
+    uint64_t seq;                  // the staged batch holding the job's end
+    std::string intermediate_dir;  // removed with its contents
+    std::string output_dir;        // "": none; else its tmp-* files are removed
+  };
+  std::vector<Garbage> garbage_ ABSL_GUARDED_BY(mu_);
   std::thread ticker_;
 };
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <queue>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -84,8 +85,12 @@ ExternalSorter::~ExternalSorter() {
 }
 
 absl::Status ExternalSorter::Add(std::string_view key, std::string_view value) {
-  recs_.push_back(
-      Rec{arena_.size(), static_cast<uint32_t>(key.size()), static_cast<uint32_t>(value.size())});
+  uint64_t prefix = 0;
+  for (size_t i = 0; i < 8; ++i) {
+    prefix = (prefix << 8) | (i < key.size() ? static_cast<unsigned char>(key[i]) : 0);
+  }
+  recs_.push_back(Rec{prefix, arena_.size(), static_cast<uint32_t>(key.size()),
+                      static_cast<uint32_t>(value.size())});
   arena_.append(key);
   arena_.append(value);
   if (arena_.size() + recs_.size() * sizeof(Rec) > memory_budget_bytes_) return Spill();
@@ -94,8 +99,15 @@ absl::Status ExternalSorter::Add(std::string_view key, std::string_view value) {
 
 void ExternalSorter::SortInMemory() {
   std::sort(recs_.begin(), recs_.end(), [this](const Rec& a, const Rec& b) {
-    int c = Key(a).compare(Key(b));
-    if (c != 0) return c < 0;
+    // Different prefixes order the keys as a byte-wise comparison would (a
+    // shorter key is padded with zeros, below any byte it lacks... except a
+    // real zero byte: equal prefixes fall through to the full comparison).
+    if (a.key_prefix != b.key_prefix) return a.key_prefix < b.key_prefix;
+    bool same_key = a.key_len == b.key_len && a.key_len <= 8;
+    if (!same_key) {
+      int c = Key(a).compare(Key(b));
+      if (c != 0) return c < 0;
+    }
     return Value(a) < Value(b);
   });
 }
@@ -204,6 +216,66 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
     out.append(buf, static_cast<size_t>(n));
   }
   close(fd);
+  return out;
+}
+
+}  // namespace ds::mr
+
+namespace ds::mr {
+
+absl::StatusOr<std::string> ReadSplit(const std::string& path, uint64_t offset, uint64_t length) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(ErrnoMessage("read input " + path, errno));
+  std::vector<char> buf(1 << 16);
+  // Reads up to `max` bytes at `pos` into buf; 0 at the end of the file, -1
+  // (errno set) on error.
+  auto read_at = [&](uint64_t pos, uint64_t max) {
+    ssize_t n;
+    do {
+      n = pread(fd, buf.data(), std::min<uint64_t>(buf.size(), max), static_cast<off_t>(pos));
+    } while (n < 0 && errno == EINTR);
+    return n;
+  };
+  // Scans from `pos` for a newline; returns the position after it, or the
+  // end of the file.
+  auto after_newline = [&](uint64_t pos, std::string* copy) -> absl::StatusOr<uint64_t> {
+    while (true) {
+      ssize_t n = read_at(pos, buf.size());
+      if (n < 0) return absl::DataLossError(ErrnoMessage("read input " + path, errno));
+      if (n == 0) return pos;
+      const char* nl = static_cast<const char*>(memchr(buf.data(), '\n', static_cast<size_t>(n)));
+      size_t take =
+          nl != nullptr ? static_cast<size_t>(nl - buf.data()) + 1 : static_cast<size_t>(n);
+      if (copy != nullptr) copy->append(buf.data(), take);
+      pos += take;
+      if (nl != nullptr) return pos;
+    }
+  };
+  std::string out;
+  absl::Status status;
+  // The first line starting at or after `offset` follows the first newline at
+  // or after offset - 1; the line before belongs to the previous split.
+  uint64_t start = offset;
+  if (offset > 0) {
+    auto s = after_newline(offset - 1, nullptr);
+    if (s.ok()) start = *s;
+    status = s.status();
+  }
+  const uint64_t end = offset + length;
+  uint64_t pos = start;
+  while (status.ok() && pos < end) {
+    ssize_t n = read_at(pos, end - pos);
+    if (n < 0) status = absl::DataLossError(ErrnoMessage("read input " + path, errno));
+    if (n <= 0) break;
+    out.append(buf.data(), static_cast<size_t>(n));
+    pos += static_cast<uint64_t>(n);
+  }
+  // The last line started before `end`: it is ours to its end.
+  if (status.ok() && pos == end && !out.empty() && out.back() != '\n') {
+    status = after_newline(pos, &out).status();
+  }
+  close(fd);
+  if (!status.ok()) return status;
   return out;
 }
 

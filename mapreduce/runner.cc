@@ -50,13 +50,15 @@ class PluginRunner : public AppRunner {
  public:
   explicit PluginRunner(const ds_mr_app* app) : app_(app) {}
 
-  absl::Status Map(const std::string& filename, const EmitFn& emit, Counters* counters,
+  absl::Status Map(const MapInput& input, const EmitFn& emit, Counters* counters,
                    uint64_t* bytes_in) override {
-    auto contents = ReadFile(filename);
+    auto contents = input.length == 0 ? ReadFile(input.path)
+                                      : ReadSplit(input.path, input.offset, input.length);
     if (!contents.ok()) return contents.status();
     *bytes_in = contents->size();
     CallContext ctx{&emit, counters};
     ds_mr_sink sink = MakeSink(&ctx);
+    const std::string& filename = input.path;
     app_->map(filename.data(), filename.size(), contents->data(), contents->size(), &sink);
     if (ctx.failed) return absl::AbortedError("map failed: " + ctx.error);
     return absl::OkStatus();
@@ -65,13 +67,20 @@ class PluginRunner : public AppRunner {
   absl::Status Reduce(const ForEachRecordFn& records, const EmitFn& output,
                       Counters* counters) override {
     std::string key;
-    std::vector<std::string> values;
+    // The current key's values, back to back in one buffer (reused from key
+    // to key: no allocation per value), and where each one ends.
+    std::string values;
+    std::vector<size_t> ends;
+    std::vector<ds_mr_slice> slices;
     bool have_key = false;
     absl::Status user_error;
     auto flush = [&] {
-      std::vector<ds_mr_slice> slices;
-      slices.reserve(values.size());
-      for (const std::string& v : values) slices.push_back({v.data(), v.size()});
+      slices.clear();
+      size_t begin = 0;
+      for (size_t end : ends) {
+        slices.push_back({values.data() + begin, end - begin});
+        begin = end;
+      }
       std::string result;
       EmitFn capture = [&](std::string_view, std::string_view v) { result.assign(v); };
       CallContext ctx{&capture, counters};
@@ -89,9 +98,11 @@ class PluginRunner : public AppRunner {
         if (have_key) flush();
         key.assign(k);
         values.clear();
+        ends.clear();
         have_key = true;
       }
-      values.emplace_back(v);
+      values.append(v);
+      ends.push_back(values.size());
     });
     if (!st.ok()) return st;
     if (have_key && user_error.ok()) flush();
@@ -175,19 +186,33 @@ class StreamingRunner : public AppRunner {
   StreamingRunner(std::string mapper, std::string reducer, std::string temp_dir)
       : mapper_(std::move(mapper)), reducer_(std::move(reducer)), temp_dir_(std::move(temp_dir)) {}
 
-  absl::Status Map(const std::string& filename, const EmitFn& emit, Counters* counters,
+  absl::Status Map(const MapInput& input, const EmitFn& emit, Counters* counters,
                    uint64_t* bytes_in) override {
-    std::error_code ec;
-    auto size = std::filesystem::file_size(filename, ec);
-    if (ec) return absl::NotFoundError(absl::StrCat("read input ", filename, ": ", ec.message()));
-    *bytes_in = size;
+    const std::string& filename = input.path;
+    std::string stdin_path = filename, split_path;
+    if (input.length == 0) {
+      std::error_code ec;
+      auto size = std::filesystem::file_size(filename, ec);
+      if (ec) {
+        return absl::NotFoundError(absl::StrCat("read input ", filename, ": ", ec.message()));
+      }
+      *bytes_in = size;
+    } else {
+      // The command reads stdin to the end: give it exactly the split's lines.
+      auto contents = ReadSplit(filename, input.offset, input.length);
+      if (!contents.ok()) return contents.status();
+      *bytes_in = contents->size();
+      split_path = stdin_path = TempPath(temp_dir_, "map-in");
+      if (auto st = WriteFileAtomically(split_path, *contents); !st.ok()) return st;
+    }
     std::string out = TempPath(temp_dir_, "map-out"), err = TempPath(temp_dir_, "map-err");
     absl::Status st =
-        RunShell(mapper_, filename, out, err, {"mapreduce_map_input_file=" + filename});
+        RunShell(mapper_, stdin_path, out, err, {"mapreduce_map_input_file=" + filename});
     uint64_t lines = 0;
     if (st.ok()) st = ForEachLine(out, emit, &lines);
     unlink(out.c_str());
     unlink(err.c_str());
+    if (!split_path.empty()) unlink(split_path.c_str());
     return st;
   }
 

@@ -21,11 +21,19 @@ using EmitFn = std::function<void(std::string_view key, std::string_view value)>
 // Yields the sorted intermediate records of a reduce partition, one at a time.
 using ForEachRecordFn = std::function<absl::Status(const EmitFn& fn)>;
 
+// One map task's input: a whole file, or the lines that start inside
+// [offset, offset + length) of it.
+struct MapInput {
+  std::string path;
+  uint64_t offset = 0;
+  uint64_t length = 0;  // 0: the whole file
+};
+
 class AppRunner {
  public:
   virtual ~AppRunner() = default;
-  // Maps one input file; `emit` gets every intermediate pair.
-  virtual absl::Status Map(const std::string& filename, const EmitFn& emit, Counters* counters,
+  // Maps one input; `emit` gets every intermediate pair.
+  virtual absl::Status Map(const MapInput& input, const EmitFn& emit, Counters* counters,
                            uint64_t* bytes_in) = 0;
   // Reduces a partition: `records` yields pairs sorted by key; `output` gets one
   // (key, value) per output line.

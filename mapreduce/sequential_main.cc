@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   for (const std::string& input : inputs) {
     uint64_t bytes = 0;
     st = (*runner)->Map(
-        input,
+        ds::mr::MapInput{input},
         [&](std::string_view k, std::string_view v) {
           if (auto added = sorter.Add(k, v); !added.ok() && sort_error.ok()) sort_error = added;
         },

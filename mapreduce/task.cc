@@ -52,8 +52,16 @@ absl::StatusOr<TaskResult> RunMapTask(const pb::Task& task, AppRunner& runner,
   };
   int64_t records_out = 0;
   uint64_t bytes_in = 0;
+  MapInput input;
+  if (task.spec().splits_size() > 0) {
+    const pb::InputSplit& split = task.spec().splits(m);
+    input = {split.path(), static_cast<uint64_t>(split.offset()),
+             static_cast<uint64_t>(split.length())};
+  } else {
+    input.path = task.spec().inputs(m);
+  }
   absl::Status st = runner.Map(
-      task.spec().inputs(m),
+      input,
       [&](std::string_view key, std::string_view value) {
         writers[KeyHash(key) % reduces]->Write(key, value);
         ++records_out;
