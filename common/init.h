@@ -14,7 +14,8 @@ namespace ds::common {
 // Parses the command line. `usage` is the one-paragraph description printed by
 // --help, followed by every flag the binary defines (our flags, not Abseil's
 // internal ones). Returns the positional arguments, argv[0] excluded. Exits with
-// status 1 (Abseil's) and a message on an unknown flag or a bad value (2 for a bad --log-level), status 0 on --help.
+// status 1 (Abseil's) and a message on an unknown flag or a bad value (2 for a bad --log-level),
+// status 0 on --help.
 std::vector<std::string> InitProcess(int argc, char** argv, std::string_view usage);
 
 // A logger that prefixes each line with `component`, at the level given by
