@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds every target with AddressSanitizer +
 # UndefinedBehaviorSanitizer, and runs every test with ctest (in parallel, with a
-# per-test timeout). Ends with ctest's summary line.
+# per-test timeout). Warnings in our code fail the build (-DWERROR=ON). Ends
+# with ctest's summary line.
 #   BUILD_DIR   build directory (default build/asan)
 #   CTEST_ARGS  extra ctest arguments, e.g. CTEST_ARGS="-R raft" to run some tests
 set -euo pipefail
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 
 BUILD_DIR=${BUILD_DIR:-build/asan}
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSANITIZE=address,undefined >/dev/null
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSANITIZE=address,undefined -DWERROR=ON >/dev/null
 echo "test.sh: building in $BUILD_DIR ($(nproc) cores)"
 cmake --build "$BUILD_DIR"
 
