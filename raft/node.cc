@@ -202,10 +202,11 @@ void Node::RunRaft() {
 bool Node::HandleReady() {
   Ready rd = core_->GetReady();
   // Thesis §10.2.1: a leader may write its log in parallel with replicating
-  // it. Its appends and heartbeats carry entries and a commit index that do
-  // not depend on its own pending write (the leader only counts itself toward
-  // a commit in a later Ready, after this Save). Everything else (votes,
-  // responses, anything a follower or candidate sends) waits for the disk.
+  // it. The core counts the leader's own new entries toward a commit at once;
+  // that is safe only because this Save completes before the followers'
+  // acknowledgements are stepped (a later iteration) and before committed
+  // entries reach the application. Everything else (votes, responses,
+  // anything a follower or candidate sends) waits for the disk.
   if (core_->role() == Role::kLeader && !rd.messages.empty()) {
     std::vector<pb::Message> early;
     std::vector<pb::Message> late;
@@ -216,6 +217,23 @@ bool Node::HandleReady() {
     }
     rd.messages = std::move(late);
     if (!early.empty()) transport_->Send(std::move(early));
+  }
+  // A snapshot from the leader is installed before the hard state is saved:
+  // that hard state's commit index may be the snapshot's index, and a crash
+  // between the two writes must not leave a commit index pointing into the
+  // old log (whose entries past the old commit may never have been
+  // committed: they would be applied on restart). Installed first, a crash
+  // leaves the snapshot with the old hard state; the restarted core starts its
+  // commit index at the snapshot. Nothing has been sent that depends on
+  // either write (a follower's reply waits for both).
+  if (rd.snapshot) {
+    absl::Status s = storage_->ApplySnapshot(*rd.snapshot);
+    if (!s.ok()) {
+      log_->critical("installing snapshot failed, stopping: {}", s.ToString());
+      return false;
+    }
+    log_->info("installed snapshot at index {} term {} ({} bytes)", rd.snapshot->metadata().index(),
+               rd.snapshot->metadata().term(), rd.snapshot->data().size());
   }
   if (rd.hard_state || !rd.entries.empty()) {
     // §5.1 / thesis §3.8: term, vote and entries are durable before any
@@ -228,15 +246,6 @@ bool Node::HandleReady() {
     }
     ++saves_;
     if (rd.must_sync) ++synced_saves_;
-  }
-  if (rd.snapshot) {
-    absl::Status s = storage_->ApplySnapshot(*rd.snapshot);
-    if (!s.ok()) {
-      log_->critical("installing snapshot failed, stopping: {}", s.ToString());
-      return false;
-    }
-    log_->info("installed snapshot at index {} term {} ({} bytes)", rd.snapshot->metadata().index(),
-               rd.snapshot->metadata().term(), rd.snapshot->data().size());
   }
   if (rd.soft_state) {
     log_->info("role {} term {} leader {}", RoleName(rd.soft_state->role), core_->term(),

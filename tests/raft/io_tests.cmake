@@ -22,3 +22,8 @@ dstack_test(raft_transport_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/transport_test.cc
   LIBS dstack_raft
   TIMEOUT 60)
+
+dstack_test(raft_node_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/node_test.cc
+  LIBS dstack_raft
+  TIMEOUT 60)
