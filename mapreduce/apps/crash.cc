@@ -1,49 +1,5 @@
-// 6.824's crash app: before every map and reduce, crash the worker (33%) or stall it up to
-// $MR_CRASH_MAX_SLEEP_MS (default 10000 ms, 33%).
-#include <algorithm>
-#include <cstdlib>
-#include <string>
+// 6.824's crash app: crashes or stalls the worker before maps and reduces.
+#include "mapreduce/apps/crash_app.h"
 
-#include "mapreduce/app.h"
-#include "mapreduce/apps/timing_util.h"
-
-namespace {
-
-void MaybeCrash() {
-  constexpr bool kCrash = true;
-  if (!kCrash) return;
-  long r = ds::mr::apps::RandomBelow(1000);
-  if (r < 330) {
-    _exit(1);  // a crash: no clean-up, no report
-  } else if (r < 660) {
-    const char* env = std::getenv("MR_CRASH_MAX_SLEEP_MS");
-    long max_ms = env != nullptr ? std::atol(env) : 10000;
-    ds::mr::apps::SleepMs(ds::mr::apps::RandomBelow(std::max(1L, max_ms)));
-  }
-}
-
-}  // namespace
-
-class CrashApp : public ds::mr::App {
- public:
-  void Map(std::string_view file, std::string_view contents, ds::mr::Emitter& out) override {
-    MaybeCrash();
-    out.Emit("a", file);
-    out.Emit("b", std::to_string(file.size()));
-    out.Emit("c", std::to_string(contents.size()));
-    out.Emit("d", "xyzzy");
-  }
-  std::string Reduce(std::string_view, std::vector<std::string_view>& values,
-                     ds::mr::Emitter&) override {
-    MaybeCrash();
-    std::sort(values.begin(), values.end());
-    std::string result;
-    for (size_t i = 0; i < values.size(); ++i) {
-      if (i > 0) result += " ";
-      result += values[i];
-    }
-    return result;
-  }
-};
-
-DS_MR_APP(CrashApp, "crash")
+using CrashingApp = ds::mr::apps::CrashApp</*kCrash=*/true>;
+DS_MR_APP(CrashingApp, "crash")
