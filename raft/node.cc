@@ -157,13 +157,6 @@ void Node::RunRaft() {
 
     if (core_->HasReady()) failed = !HandleReady();
     more_ready = core_->HasReady();
-    if (core_->role() != Role::kLeader) {
-      // A deposed leader's pending reads will get no read point here: tell
-      // their callers now rather than at their deadline.
-      absl::MutexLock lock(&mu_);
-      for (auto& [ctx, members] : read_batches_) FailReadsLocked(members);
-      read_batches_.clear();
-    }
 
     // Published before the callers wake, so they see their own effect.
     PublishStatus();
@@ -274,6 +267,13 @@ bool Node::HandleReady() {
         reads_.erase(it);
       }
       read_batches_.erase(batch);
+    }
+    // Losing leadership changes the soft state, so this Ready sees it: a
+    // deposed leader's pending reads get no read point here; tell their
+    // callers now rather than at their deadline.
+    if (core_->role() != Role::kLeader) {
+      for (auto& [ctx, members] : read_batches_) FailReadsLocked(members);
+      read_batches_.clear();
     }
   }
   return true;

@@ -91,8 +91,10 @@ class Rsm {
   mutable absl::Mutex mu_;
   // Submits waiting for their index to be applied.
   std::multimap<uint64_t, std::shared_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
-  // An entry can be applied between Propose() returning its index and the
-  // Submit registering its waiter. While any Submit is in that window
+  // An entry can be applied before its Propose callback registers the
+  // waiter: the Ready that appends it may also commit it (a one-voter group),
+  // and the apply thread can run before the Raft thread calls back. While any
+  // Submit is in that window
   // (proposing_ > 0), results nobody waits for are kept here, by index, with
   // the entry's term; cleared when the window closes.
   int proposing_ ABSL_GUARDED_BY(mu_) = 0;
