@@ -10,10 +10,7 @@
 #include "proto/health.grpc.pb.h"
 
 namespace ds::client {
-namespace {
-
-// Errors that another replica or a later attempt cannot fix.
-bool IsFinal(grpc::StatusCode code) {
+bool IsFinalError(grpc::StatusCode code) {
   switch (code) {
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::FAILED_PRECONDITION:
@@ -29,6 +26,27 @@ bool IsFinal(grpc::StatusCode code) {
       return false;
   }
 }
+
+size_t NextReplica(const std::vector<std::string>& endpoints, size_t target,
+                   const std::string& hint) {
+  auto it = std::find(endpoints.begin(), endpoints.end(), hint);
+  if (!hint.empty() && it != endpoints.end() &&
+      static_cast<size_t>(it - endpoints.begin()) != target) {
+    return it - endpoints.begin();
+  }
+  return (target + 1) % endpoints.size();
+}
+
+absl::Duration RetryBackoff::OnFailure(size_t replicas) {
+  if (++failures_this_round_ < replicas) return absl::ZeroDuration();
+  failures_this_round_ = 0;
+  absl::BitGen jitter;
+  absl::Duration sleep = backoff_ * absl::Uniform(jitter, 0.5, 1.5);
+  backoff_ = std::min(backoff_ * 2, max_);
+  return sleep;
+}
+
+namespace {
 
 std::string LeaderHint(const grpc::ClientContext& ctx) {
   const auto& md = ctx.GetServerTrailingMetadata();
@@ -72,15 +90,23 @@ absl::StatusOr<std::unique_ptr<Clerk>> Clerk::Create(ClerkOptions options) {
   return std::unique_ptr<Clerk>(new Clerk(std::move(options)));
 }
 
-Clerk::Clerk(ClerkOptions options)
-    : options_(std::move(options)), client_id_([this] {
-        if (options_.client_id != 0) return options_.client_id;
-        absl::BitGen gen;
-        uint64_t id = 0;
-        while (id == 0) id = absl::Uniform<uint64_t>(gen);
-        return id;
-      }()) {
+Clerk::Clerk(ClerkOptions options) : options_(std::move(options)) {
+  absl::MutexLock lock(&mu_);
   stubs_.resize(options_.endpoints.size());
+  if (options_.client_id != 0) {
+    client_id_ = options_.client_id;
+    last_sequence_ = options_.last_sequence;
+  }
+}
+
+uint64_t Clerk::client_id() const {
+  absl::MutexLock lock(&mu_);
+  return client_id_;
+}
+
+uint64_t Clerk::last_sequence() const {
+  absl::MutexLock lock(&mu_);
+  return last_sequence_;
 }
 
 std::shared_ptr<grpc::Channel> MakeKvChannel(const std::string& endpoint, int connection_id) {
@@ -107,12 +133,9 @@ kv::pb::KvService::Stub* Clerk::StubFor(size_t endpoint) {
 }
 
 template <typename Attempt>
-absl::Status Clerk::WithRetries(const char* op, Attempt attempt) {
-  const absl::Time deadline = absl::Now() + options_.operation_timeout;
+absl::Status Clerk::WithRetries(const char* op, absl::Time deadline, Attempt attempt) {
   const size_t n = options_.endpoints.size();
-  absl::Duration backoff = options_.initial_backoff;
-  absl::BitGen jitter;
-  size_t failures_this_round = 0;
+  RetryBackoff backoff(options_);
   std::string last_error = "no attempt made";
   while (true) {
     absl::Time now = absl::Now();
@@ -127,41 +150,71 @@ absl::Status Clerk::WithRetries(const char* op, Attempt attempt) {
     grpc::Status st = attempt(StubFor(target), &ctx);
     if (st.ok()) return absl::OkStatus();
     last_error = absl::StrCat(options_.endpoints[target], ": ", st.error_message());
-    if (IsFinal(st.error_code())) {
+    if (IsFinalError(st.error_code())) {
       return common::FromGrpcStatus(grpc::Status(st.error_code(), last_error));
     }
-    // Not the leader, timed out or unreachable: follow the hint if it names a
-    // replica we know, else try the next one.
-    std::string hint =
-        st.error_code() == grpc::StatusCode::UNAVAILABLE ? LeaderHint(ctx) : std::string();
-    auto it = std::find(options_.endpoints.begin(), options_.endpoints.end(), hint);
-    if (!hint.empty() && it != options_.endpoints.end() &&
-        static_cast<size_t>(it - options_.endpoints.begin()) != target) {
-      leader_ = it - options_.endpoints.begin();
-    } else {
-      leader_ = (target + 1) % n;
-    }
-    // Back off once every replica has failed (a round), so an election in
-    // progress is not hammered; hints count too, bounding a stale-hint loop.
-    if (++failures_this_round >= n) {
-      failures_this_round = 0;
-      absl::Duration sleep = backoff * absl::Uniform(jitter, 0.5, 1.5);
-      absl::SleepFor(std::min(sleep, deadline - absl::Now()));
-      backoff = std::min(backoff * 2, options_.max_backoff);
+    // Not the leader, timed out or unreachable.
+    leader_ = NextReplica(
+        options_.endpoints, target,
+        st.error_code() == grpc::StatusCode::UNAVAILABLE ? LeaderHint(ctx) : std::string());
+    if (absl::Duration pause = backoff.OnFailure(n); pause > absl::ZeroDuration()) {
+      absl::SleepFor(std::min(pause, deadline - absl::Now()));
     }
   }
+}
+
+absl::Status Clerk::EnsureSession(absl::Time deadline) {
+  if (client_id_ != 0) return absl::OkStatus();
+  kv::pb::RegisterResponse resp;
+  // Retrying a Register whose reply was lost opens a second session on the
+  // servers; the first is never used and expires. That costs a table slot,
+  // never a write applied twice.
+  absl::Status st = WithRetries("register", deadline,
+                                [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
+                                  return stub->Register(ctx, kv::pb::RegisterRequest(), &resp);
+                                });
+  if (!st.ok()) return st;
+  if (resp.client_id() == 0) {
+    return absl::InternalError("register: the server returned client id 0");
+  }
+  client_id_ = resp.client_id();
+  last_sequence_ = 0;
+  return absl::OkStatus();
+}
+
+template <typename Request, typename Call>
+absl::Status Clerk::Write(const char* op, Request& req, Call call) {
+  // Registering is part of the caller's first write: one deadline for both.
+  const absl::Time deadline = absl::Now() + options_.operation_timeout;
+  if (absl::Status st = EnsureSession(deadline); !st.ok()) return st;
+  req.set_client_id(client_id_);
+  // A sequence number is used once, whatever the outcome: after a timeout the
+  // command may still be applied later, so the next command must not reuse it.
+  req.set_sequence(++last_sequence_);
+  absl::Status st =
+      WithRetries(op, deadline, [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
+        return call(stub, ctx, req);
+      });
+  if (st.code() == absl::StatusCode::kFailedPrecondition) {
+    // The servers forgot the session (expired or evicted). Drop it so that the
+    // next write opens a new one, but do not re-send this write under a new
+    // session: it may have been applied before the session was forgotten.
+    client_id_ = 0;
+    last_sequence_ = 0;
+  }
+  return st;
 }
 
 absl::StatusOr<GetResult> Clerk::Get(const std::string& key) {
   absl::MutexLock lock(&mu_);
   kv::pb::GetRequest req;
   req.set_key(key);
-  req.set_client_id(client_id_);
+  req.set_client_id(client_id_);  // for tracing only; 0 before the first write
   kv::pb::GetResponse resp;
-  absl::Status st =
-      WithRetries("get", [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
-        return stub->Get(ctx, req, &resp);
-      });
+  absl::Status st = WithRetries("get", absl::Now() + options_.operation_timeout,
+                                [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
+                                  return stub->Get(ctx, req, &resp);
+                                });
   if (!st.ok()) return st;
   return GetResult{resp.found(), resp.value()};
 }
@@ -171,14 +224,10 @@ absl::Status Clerk::Put(const std::string& key, const std::string& value) {
   kv::pb::PutRequest req;
   req.set_key(key);
   req.set_value(value);
-  req.set_client_id(client_id_);
-  // A sequence number is used once, whatever the outcome: after a timeout the
-  // command may still be applied later, so the next command must not reuse it.
-  req.set_sequence(next_sequence_++);
   kv::pb::PutResponse resp;
-  return WithRetries("put", [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
-    return stub->Put(ctx, req, &resp);
-  });
+  return Write("put", req,
+               [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx,
+                   const kv::pb::PutRequest& r) { return stub->Put(ctx, r, &resp); });
 }
 
 absl::Status Clerk::Append(const std::string& key, const std::string& value) {
@@ -186,25 +235,21 @@ absl::Status Clerk::Append(const std::string& key, const std::string& value) {
   kv::pb::AppendRequest req;
   req.set_key(key);
   req.set_value(value);
-  req.set_client_id(client_id_);
-  req.set_sequence(next_sequence_++);
   kv::pb::AppendResponse resp;
-  return WithRetries("append", [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
-    return stub->Append(ctx, req, &resp);
-  });
+  return Write("append", req,
+               [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx,
+                   const kv::pb::AppendRequest& r) { return stub->Append(ctx, r, &resp); });
 }
 
 absl::StatusOr<bool> Clerk::Delete(const std::string& key) {
   absl::MutexLock lock(&mu_);
   kv::pb::DeleteRequest req;
   req.set_key(key);
-  req.set_client_id(client_id_);
-  req.set_sequence(next_sequence_++);
   kv::pb::DeleteResponse resp;
   absl::Status st =
-      WithRetries("del", [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
-        return stub->Delete(ctx, req, &resp);
-      });
+      Write("del", req,
+            [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx,
+                const kv::pb::DeleteRequest& r) { return stub->Delete(ctx, r, &resp); });
   if (!st.ok()) return st;
   return resp.found();
 }

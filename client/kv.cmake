@@ -1,5 +1,5 @@
 # The KV clerk (client library) and the kvctl command line.
-add_library(dstack_kv_client STATIC clerk.cc)
+add_library(dstack_kv_client STATIC clerk.cc kv_stream.cc)
 target_link_libraries(dstack_kv_client
   PUBLIC dstack_proto dstack_common absl::status absl::statusor absl::time absl::random_random
   PRIVATE dstack_warnings)

@@ -1,5 +1,5 @@
 // kvbench: load generator for the KV-Raft service. N clients (each its own
-// session, one operation at a time) over M shared connections; reports
+// session, one operation at a time) over M shared Batch-stream connections; reports
 // throughput and latency percentiles.
 #include <algorithm>
 #include <atomic>
@@ -12,7 +12,9 @@
 #include "absl/flags/flag.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "client/clerk.h"
+#include "client/kv_stream.h"
 #include "common/init.h"
 
 ABSL_FLAG(std::string, endpoints, "", "Comma-separated replica addresses HOST:PORT. Required.");
@@ -94,47 +96,62 @@ int main(int argc, char** argv) {
   }
   if (conns == 0 || conns > clients) conns = clients;
 
-  // conns sets of channels; client i uses set i % conns.
-  std::vector<std::vector<std::shared_ptr<grpc::Channel>>> pools(conns);
-  for (int c = 0; c < conns; ++c) {
-    for (const auto& e : *endpoints) pools[c].push_back(ds::client::MakeKvChannel(e, c));
-  }
+  // The clients share `conns` Batch-stream connections to each replica:
+  // client i uses connection i % conns.
+  auto pool = std::make_shared<ds::client::KvPool>(*endpoints, conns);
   std::vector<ClientStats> stats(clients);
   std::atomic<int64_t> done_ops{0};
   std::atomic<bool> stop{false};
+  absl::BlockingCounter finished(clients);
   const std::string value(value_size, 'v');
   const absl::Time start = absl::Now();
   const absl::Time end = start + duration;
-  std::vector<std::thread> threads;
-  for (int i = 0; i < clients; ++i) {
-    threads.emplace_back([&, i] {
+
+  // One client: each operation's callback records it and starts the next, so
+  // no thread waits per client.
+  struct Client {
+    std::unique_ptr<ds::client::AsyncClerk> clerk;
+    absl::BitGen rng;
+    absl::Time t0;
+    bool read = false;
+  };
+  std::vector<Client> cs(clients);
+  std::function<void(int)> next = [&](int i) {
+    Client& c = cs[i];
+    if (stop.load(std::memory_order_relaxed) || absl::Now() >= end) {
+      finished.DecrementCount();
+      return;
+    }
+    std::string key = absl::StrFormat("key-%08d", absl::Uniform(c.rng, 0, keys));
+    c.read = absl::Bernoulli(c.rng, read_ratio);
+    c.t0 = absl::Now();
+    auto record = [&, i](const absl::Status& st) {
+      Client& c = cs[i];
       ClientStats& s = stats[i];
-      auto clerk = ds::client::Clerk::Create({.endpoints = *endpoints,
-                                              .operation_timeout = absl::GetFlag(FLAGS_timeout),
-                                              .channels = pools[i % conns]});
-      if (!clerk.ok()) {
+      if (!st.ok()) {
         s.errors++;
-        s.last_error = std::string(clerk.status().message());
-        return;
-      }
-      absl::BitGen rng;
-      while (!stop.load(std::memory_order_relaxed) && absl::Now() < end) {
-        std::string key = absl::StrFormat("key-%08d", absl::Uniform(rng, 0, keys));
-        bool read = absl::Bernoulli(rng, read_ratio);
-        absl::Time t0 = absl::Now();
-        absl::Status st = read ? (*clerk)->Get(key).status() : (*clerk)->Put(key, value);
-        int64_t us = absl::ToInt64Microseconds(absl::Now() - t0);
-        if (!st.ok()) {
-          s.errors++;
-          s.last_error = std::string(st.message());
-          continue;
-        }
-        s.latencies_us.push_back(us);
-        (read ? s.reads : s.writes)++;
+        s.last_error = std::string(st.message());
+      } else {
+        s.latencies_us.push_back(absl::ToInt64Microseconds(absl::Now() - c.t0));
+        (c.read ? s.reads : s.writes)++;
         done_ops.fetch_add(1, std::memory_order_relaxed);
       }
-    });
+      next(i);
+    };
+    if (c.read) {
+      c.clerk->Get(std::move(key),
+                   [record](absl::StatusOr<ds::client::GetResult> r) { record(r.status()); });
+    } else {
+      c.clerk->Put(std::move(key), value, record);
+    }
+  };
+  for (int i = 0; i < clients; ++i) {
+    cs[i].clerk = std::make_unique<ds::client::AsyncClerk>(
+        ds::client::ClerkOptions{.endpoints = *endpoints,
+                                 .operation_timeout = absl::GetFlag(FLAGS_timeout)},
+        pool, i % conns);
   }
+  for (int i = 0; i < clients; ++i) next(i);
   // Progress line every 5 s.
   int64_t last_ops = 0;
   absl::Time last = start;
@@ -151,7 +168,7 @@ int main(int argc, char** argv) {
     last = now;
   }
   stop = true;
-  for (auto& t : threads) t.join();
+  finished.Wait();
   const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
 
   std::vector<int64_t> all;

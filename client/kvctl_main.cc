@@ -179,10 +179,11 @@ class Kvctl {
         json_items.push_back(absl::StrFormat(
             "{\"endpoint\":%s,\"id\":%d,\"role\":\"%s\",\"term\":%d,\"leader\":%d,\"commit_index\":"
             "%d,"
-            "\"applied_index\":%d,\"log_bytes\":%d,\"snapshot_index\":%d,\"snapshot_bytes\":%d}",
+            "\"applied_index\":%d,\"log_bytes\":%d,\"snapshot_index\":%d,\"snapshot_bytes\":%d,"
+            "\"raft_loops\":%d,\"raft_saves\":%d,\"raft_fsyncs\":%d}",
             JsonString(e), s->id(), RoleName(s->role()), s->term(), s->leader_id(),
             s->commit_index(), s->applied_index(), s->log_bytes(), s->snapshot_index(),
-            s->snapshot_bytes()));
+            s->snapshot_bytes(), s->raft_loops(), s->raft_saves(), s->raft_fsyncs()));
       } else {
         Print(absl::StrFormat(
             "%s id=%d role=%s term=%d leader=%d commit=%d applied=%d log_bytes=%d "

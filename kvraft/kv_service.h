@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 
+#include "common/stream_registry.h"
 #include "kvraft/kv_state_machine.h"
 #include "proto/kv.grpc.pb.h"
 #include "raft/rsm.h"
@@ -40,46 +42,65 @@ class KvReplicatedStateMachine : public raft::StateMachine {
   KvStateMachine kv_;
 };
 
-// The request path of KvServiceImpl, shared with in-process tests. Both answer
-// at once with kUnavailable on a replica that is not the leader; on
-// kUnavailable `*leader_hint` (if not null) is the known leader, 0 if unknown.
+// The request path of KvServiceImpl, shared with in-process tests. All answer
+// at once with kUnavailable on a replica that is not the leader; with
+// kUnavailable the leader hint is the known leader, 0 if unknown.
 //
-// SubmitKvWrite stamps `cmd` with the leader's clock (session expiry, see
-// KvCommand), proposes it and returns its result once applied here.
+// Writes: stamps `cmd` with the leader's clock (session expiry, see
+// KvCommand), proposes it and reports its result once applied here.
+using KvCallback = std::function<void(absl::StatusOr<pb::KvResult> result, uint64_t leader_hint)>;
+void SubmitKvWriteAsync(raft::Rsm& rsm, pb::KvCommand cmd, absl::Time deadline, KvCallback done);
+// A linearizable Get through ReadIndex.
+void ReadKvAsync(raft::Rsm& rsm, std::string key, absl::Time deadline, KvCallback done);
+
+// Blocking forms; on kUnavailable `*leader_hint` (if not null) is the hint.
 absl::StatusOr<pb::KvResult> SubmitKvWrite(raft::Rsm& rsm, pb::KvCommand cmd,
                                            absl::Duration timeout, uint64_t* leader_hint);
-// A linearizable Get through ReadIndex.
 absl::StatusOr<pb::KvResult> ReadKv(raft::Rsm& rsm, const std::string& key, absl::Duration timeout,
                                     uint64_t* leader_hint);
 
-class KvServiceImpl final : public pb::KvService::Service {
+// On gRPC's callback API: no thread is held while a request waits for Raft;
+// the answer is sent from the thread that applied the entry (or confirmed the
+// read point).
+class KvServiceImpl final : public pb::KvService::CallbackService {
  public:
   // `rsm` must outlive the service.
   KvServiceImpl(KvServiceOptions options, raft::Rsm* rsm)
       : options_(std::move(options)), rsm_(rsm) {}
 
-  grpc::Status Get(grpc::ServerContext* ctx, const pb::GetRequest* req,
-                   pb::GetResponse* resp) override;
-  grpc::Status Put(grpc::ServerContext* ctx, const pb::PutRequest* req,
-                   pb::PutResponse* resp) override;
-  grpc::Status Append(grpc::ServerContext* ctx, const pb::AppendRequest* req,
-                      pb::AppendResponse* resp) override;
-  grpc::Status Delete(grpc::ServerContext* ctx, const pb::DeleteRequest* req,
-                      pb::DeleteResponse* resp) override;
-  grpc::Status Status(grpc::ServerContext* ctx, const pb::StatusRequest* req,
-                      pb::StatusResponse* resp) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const pb::GetRequest* req,
+                                pb::GetResponse* resp) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const pb::PutRequest* req,
+                                pb::PutResponse* resp) override;
+  grpc::ServerUnaryReactor* Append(grpc::CallbackServerContext* ctx, const pb::AppendRequest* req,
+                                   pb::AppendResponse* resp) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const pb::DeleteRequest* req,
+                                   pb::DeleteResponse* resp) override;
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const pb::StatusRequest* req,
+                                   pb::StatusResponse* resp) override;
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
+                                     const pb::RegisterRequest* req,
+                                     pb::RegisterResponse* resp) override;
+  grpc::ServerBidiReactor<pb::KvRequestBatch, pb::KvResponseBatch>* Batch(
+      grpc::CallbackServerContext* ctx) override;
+
+  // Ends every open Batch stream (and refuses new ones) so that a graceful
+  // server shutdown need not wait for them; call just before it.
+  void CloseStreams() { streams_.CloseAll(); }
 
  private:
-  grpc::Status Write(grpc::ServerContext* ctx, pb::KvCommand cmd, pb::ResponseHeader* header,
-                     pb::KvResult* result);
-  // UNAVAILABLE with the leader hint in the trailing metadata.
-  grpc::Status NotLeader(grpc::ServerContext* ctx, uint64_t leader, const std::string& why);
-  grpc::Status ToGrpc(grpc::ServerContext* ctx, const absl::Status& st, uint64_t leader_hint);
-  absl::Duration Timeout(const grpc::ServerContext* ctx) const;
+  class BatchReactor;
+  using ResponseCallback = std::function<void(pb::KvResponse)>;
+
+  // The one request path of the unary calls and Batch: validates `req`, runs
+  // it and passes the filled response (id, status, leader hint, result) to
+  // `done`, on whichever thread finished it. `deadline` bounds the wait.
+  void Handle(pb::KvRequest req, absl::Time deadline, ResponseCallback done);
   void FillHeader(pb::ResponseHeader* header) const;
 
   const KvServiceOptions options_;
   raft::Rsm* const rsm_;
+  common::StreamRegistry streams_;
 };
 
 }  // namespace ds::kv

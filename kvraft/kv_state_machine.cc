@@ -32,6 +32,19 @@ absl::StatusOr<pb::KvResult> KvStateMachine::Apply(std::string_view command, uin
       // Reads change nothing, so they need no deduplication and do not consume a
       // sequence number even when they go through the log.
       return Get(cmd.key());
+    case pb::OP_REGISTER: {
+      // §6.3: the log index names the session: unique, and every replica picks
+      // the same one with no coordination. A register is not deduplicated (any
+      // client_id or sequence in it is ignored): a retried register whose reply
+      // was lost opens another session that nobody uses, which costs a table
+      // slot until session_ttl expires it or max_sessions evicts it.
+      if (absl::Status status = sessions_.Register(index, clock_unix_micros_); !status.ok()) {
+        return status;  // only with a malformed snapshot holding an id above its index
+      }
+      pb::KvResult result;
+      result.set_client_id(index);
+      return result;
+    }
     case pb::OP_PUT:
     case pb::OP_APPEND:
     case pb::OP_DELETE:
@@ -62,7 +75,9 @@ absl::StatusOr<pb::KvResult> KvStateMachine::Apply(std::string_view command, uin
                                                    " is older than its latest command"));
     case SessionTable::Verdict::kExpired:
       return absl::FailedPreconditionError(
-          absl::StrCat("session of client ", cmd.client_id(), " expired; start a new session"));
+          absl::StrCat("client ", cmd.client_id(),
+                       " has no session (expired, evicted or never registered); register a new "
+                       "session: the outcome of this command is unknown"));
   }
   pb::KvResult result = Execute(cmd);
   sessions_.Record(cmd.client_id(), cmd.sequence(), result.SerializeAsString(), clock_unix_micros_);

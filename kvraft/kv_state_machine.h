@@ -1,5 +1,6 @@
 // The key/value state machine replicated by kvraft: Get/Put/Append/Delete with
-// the semantics of MIT 6.824 lab 3, exactly-once through client sessions.
+// the semantics of MIT 6.824 lab 3, exactly-once through client sessions that
+// clients open with OP_REGISTER (Raft thesis §6.3).
 //
 // Pure and deterministic: no threads, no clock, no I/O. The result of Apply()
 // and the bytes of Snapshot() depend only on the sequence of applied commands, so
@@ -38,9 +39,12 @@ class KvStateMachine {
   // because every replica fails it the same way:
   // - an empty entry (the leader's no-op at the start of its term, Raft §8) only
   //   advances the index and returns an empty result;
+  // - OP_REGISTER opens a session whose id is `index` (unique, and the same on
+  //   every replica), returned in KvResult.client_id;
   // - InvalidArgument: not a KvCommand, OP_UNSPECIFIED, or a write with a
   //   client_id but no sequence;
-  // - FailedPrecondition: the client's session expired (see SessionTable);
+  // - FailedPrecondition: the client has no session (never registered, or its
+  //   session expired or was evicted; see SessionTable);
   // - AlreadyExists: an older command of the client than its latest (the client
   //   has already been answered; nothing waits for this result).
   // A retried write that was already applied returns the original result.

@@ -34,8 +34,8 @@ ABSL_FLAG(absl::Duration, request_timeout, absl::Seconds(5),
 ABSL_FLAG(absl::Duration, session_ttl, absl::Hours(1),
           "Client sessions idle this long are forgotten. Same on every replica.");
 ABSL_FLAG(int, grpc_max_threads, 256,
-          "gRPC server threads kept alive between calls (each concurrent request holds one "
-          "thread while it waits for Raft).");
+          "Threads of gRPC's synchronous server, which serves only snapshot transfers and "
+          "health checks (client requests and Raft messages hold no thread while they wait).");
 ABSL_FLAG(absl::Duration, shutdown_deadline, absl::Seconds(5),
           "On SIGTERM, how long in-flight requests may run before they are cancelled.");
 
@@ -121,6 +121,11 @@ int main(int argc, char** argv) {
   log->info("signal {}: shutting down", sig);
   // The server first (GrpcTransport's service must stop before the transport),
   // then Raft.
+  // Long-lived streams (clients' Batch, peers' Raft streams) would hold the
+  // shutdown for its whole deadline: end them first; unary calls in flight
+  // still get the deadline.
+  service.CloseStreams();
+  transport_ptr->CloseInboundStreams();
   server.Shutdown(absl::GetFlag(FLAGS_shutdown_deadline));
   (*rsm)->Stop();
   log->info("stopped");

@@ -13,9 +13,9 @@ SessionTable::SessionTable(SessionTableOptions options) : options_(options) {}
 SessionTable::Verdict SessionTable::Check(uint64_t client_id, uint64_t sequence,
                                           std::string* cached_result) const {
   auto it = sessions_.find(client_id);
-  if (it == sessions_.end()) {
-    return sequence == 1 ? Verdict::kNew : Verdict::kExpired;
-  }
+  // Even sequence 1: a first command retried after its session was forgotten
+  // looks exactly like it, and may already have been applied.
+  if (it == sessions_.end()) return Verdict::kExpired;
   const Session& session = it->second;
   if (sequence > session.last_sequence) return Verdict::kNew;
   if (sequence < session.last_sequence) return Verdict::kStale;
@@ -31,21 +31,29 @@ void SessionTable::Touch(uint64_t client_id, Session& session, int64_t now_unix_
   by_activity_.insert({session.last_active_unix_micros, client_id});
 }
 
+absl::Status SessionTable::Register(uint64_t client_id, int64_t now_unix_micros) {
+  if (client_id == 0) return absl::InvalidArgumentError("session table: client id 0");
+  if (sessions_.contains(client_id)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("session table: client ", client_id, " already has a session"));
+  }
+  if (options_.max_sessions > 0) {
+    while (size() >= options_.max_sessions && !by_activity_.empty()) {
+      auto oldest = by_activity_.begin();
+      sessions_.erase(oldest->second);
+      by_activity_.erase(oldest);
+    }
+  }
+  Session& session = sessions_[client_id];
+  session.last_active_unix_micros = now_unix_micros;
+  by_activity_.insert({now_unix_micros, client_id});
+  return absl::OkStatus();
+}
+
 void SessionTable::Record(uint64_t client_id, uint64_t sequence, std::string result,
                           int64_t now_unix_micros) {
   auto it = sessions_.find(client_id);
-  if (it == sessions_.end()) {
-    if (options_.max_sessions > 0) {
-      while (size() >= options_.max_sessions && !by_activity_.empty()) {
-        auto oldest = by_activity_.begin();
-        sessions_.erase(oldest->second);
-        by_activity_.erase(oldest);
-      }
-    }
-    it = sessions_.emplace(client_id, Session{}).first;
-    it->second.last_active_unix_micros = now_unix_micros;
-    by_activity_.insert({now_unix_micros, client_id});
-  }
+  if (it == sessions_.end()) return;
   Session& session = it->second;
   session.last_sequence = std::max(session.last_sequence, sequence);
   session.last_result = std::move(result);
@@ -89,11 +97,11 @@ absl::Status SessionTable::LoadFrom(const pb::SessionTableState& state) {
   sessions_.clear();
   by_activity_.clear();
   for (const pb::ClientSession& in : state.sessions()) {
-    if (in.client_id() == 0 || in.last_sequence() == 0) {
+    // last_sequence 0 is a registered session that has applied nothing yet.
+    if (in.client_id() == 0) {
       sessions_.clear();
       by_activity_.clear();
-      return absl::InvalidArgumentError(absl::StrCat("session table: client ", in.client_id(),
-                                                     " has a zero client id or sequence"));
+      return absl::InvalidArgumentError("session table: a session has client id 0");
     }
     Session session{in.last_sequence(), in.last_result(), in.last_active_unix_micros()};
     if (!sessions_.emplace(in.client_id(), std::move(session)).second) {

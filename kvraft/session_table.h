@@ -2,12 +2,19 @@
 // (Raft thesis §6.3). Generic over the result type: results are opaque bytes, so
 // kvraft, shardctrler and shardkv share it.
 //
-// Every mutating command carries (client_id, sequence). A client sends its
-// commands one at a time, numbered 1, 2, 3, ..., and retries a command with the
-// same number until it gets an answer. The table remembers, per client, the
-// highest sequence applied and its result, so a retry that was already applied
-// (for example by the old leader just before it crashed) returns the cached
-// result instead of being applied twice.
+// A client first opens a session (Register, itself a replicated command; the
+// state machine chooses the id). Every mutating command then carries
+// (client_id, sequence): the client sends its commands one at a time, numbered
+// 1, 2, 3, ..., and retries a command with the same number until it gets an
+// answer. The table remembers, per session, the highest sequence applied and
+// its result, so a retry that was already applied (for example by the old
+// leader just before it crashed) returns the cached result instead of being
+// applied twice.
+//
+// A command from a client without a session is refused (kExpired), whatever
+// its sequence: the table cannot tell a new client from one whose session was
+// forgotten (expired or evicted), and taking the second for the first would
+// apply a retried command twice. That is why sessions are opened explicitly.
 //
 // The table is part of the replicated state: it changes only through the
 // commands applied in log order and it is saved in snapshots, so every replica
@@ -34,8 +41,9 @@ struct SessionTableOptions {
   // replicated state). Default: 1 hour. absl::InfiniteDuration(): never expire.
   absl::Duration session_ttl = absl::Hours(1);
 
-  // Upper bound on the number of sessions; when a new session would exceed it,
-  // the least recently active one is evicted first. Same coupling as session_ttl.
+  // Upper bound on the number of sessions; when Register() would exceed it, the
+  // least recently active session is evicted first (its client's next command
+  // is then refused as kExpired). Same coupling as session_ttl.
   // Default: 0 (no bound; only session_ttl limits the table).
   int64_t max_sessions = 0;
 };
@@ -46,21 +54,29 @@ class SessionTable {
     kNew,        // not applied yet: apply it, then Record() the result
     kDuplicate,  // the latest command of this client: answer with the cached result
     kStale,      // older than the latest: the client already has its answer
-    kExpired,    // unknown client with sequence > 1: its session expired
+    kExpired,    // no session: never registered, expired or evicted
   };
 
   explicit SessionTable(SessionTableOptions options = {});
 
+  // Opens a session for `client_id` with no command applied yet (last sequence
+  // 0), active at logical time `now_unix_micros`. Evicts the least recently
+  // active sessions first if max_sessions would be exceeded. InvalidArgument for
+  // client id 0, AlreadyExists if the id has a session (ids are never reused:
+  // the caller derives them from log indexes); the table is then unchanged.
+  absl::Status Register(uint64_t client_id, int64_t now_unix_micros);
+
   // Classifies command `sequence` of `client_id`; on kDuplicate, *cached_result
-  // (if not null) receives the result recorded for it. A client the table does not
-  // know is new only with sequence 1: a higher number means the session existed
-  // and expired, and re-applying the command could apply it twice.
+  // (if not null) receives the result recorded for it. A client without a
+  // session gets kExpired for any sequence, 1 included.
   // Precondition: client_id != 0 and sequence != 0 (sessionless commands skip the
   // table).
   Verdict Check(uint64_t client_id, uint64_t sequence, std::string* cached_result = nullptr) const;
 
   // Records that `sequence` of `client_id` was applied with `result`, at logical
   // time `now_unix_micros` (the clock after the command advanced it).
+  // Precondition: Check() just returned kNew for it, so the session exists; a
+  // client without a session is ignored (Record never opens one).
   void Record(uint64_t client_id, uint64_t sequence, std::string result, int64_t now_unix_micros);
 
   // Forgets sessions idle for longer than the TTL at logical time
@@ -74,7 +90,8 @@ class SessionTable {
   // table always serializes to the same bytes) and back.
   void SaveTo(pb::SessionTableState* state) const;
   // Replaces the contents. InvalidArgument on a malformed state (duplicate or zero
-  // client ids); the table is then left empty.
+  // client ids); the table is then left empty. A session with last sequence 0 is
+  // valid: registered, no command applied yet.
   absl::Status LoadFrom(const pb::SessionTableState& state);
 
  private:

@@ -1,11 +1,46 @@
 #include "raft/grpc_transport.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <utility>
 
+#include "common/stream_registry.h"
 #include "grpcpp/grpcpp.h"
 
 namespace ds::raft {
+
+// One outgoing Stream call to a peer. Holds a reaction hold from Begin()
+// until the stream is known dead (a failed write, or a cancel while idle), so
+// that gRPC never calls OnDone while Send() may still start a write.
+class GrpcTransport::StreamReactor final : public grpc::ClientWriteReactor<pb::MessageBatch> {
+ public:
+  StreamReactor(GrpcTransport* transport, Peer* peer) : transport_(transport), peer_(peer) {}
+
+  void Begin(pb::RaftService::Stub* stub) {
+    stub->async()->Stream(&ctx_, &ack_, this);
+    AddHold();
+    StartWrite(&sending_);
+    StartCall();
+  }
+  void OnWriteDone(bool ok) override { transport_->OnWriteDone(peer_, this, ok); }
+  void OnDone(const grpc::Status& status) override {
+    transport_->OnStreamDone(peer_, this, status);
+  }
+
+  grpc::ClientContext ctx_;
+  pb::SendAck ack_;
+  // The message being written; only touched by whoever set `writing`.
+  pb::MessageBatch sending_;
+  // Guarded by the peer's mu:
+  bool writing = false;
+  absl::Time write_started;
+  bool hold_released = false;
+  bool done = false;
+
+ private:
+  GrpcTransport* const transport_;
+  Peer* const peer_;
+};
 
 struct GrpcTransport::Peer {
   uint64_t id = 0;
@@ -16,22 +51,90 @@ struct GrpcTransport::Peer {
   uint64_t queued_bytes ABSL_GUARDED_BY(mu) = 0;
   std::deque<pb::Message> snapshots ABSL_GUARDED_BY(mu);
   bool stop ABSL_GUARDED_BY(mu) = false;
-  // Calls in flight, so Stop() can cancel them instead of waiting out deadlines.
-  grpc::ClientContext* send_ctx ABSL_GUARDED_BY(mu) = nullptr;
+  // The open stream, if any, and every stream not yet deleted. Streams are
+  // deleted only by Send() (once done) and the destructor, never concurrently.
+  StreamReactor* stream ABSL_GUARDED_BY(mu) = nullptr;
+  std::vector<std::unique_ptr<StreamReactor>> streams ABSL_GUARDED_BY(mu);
+  int live_streams ABSL_GUARDED_BY(mu) = 0;
+  // The snapshot call in flight, so Stop() can cancel it.
   grpc::ClientContext* snapshot_ctx ABSL_GUARDED_BY(mu) = nullptr;
 
-  std::thread sender;
   std::thread snapshotter;
 };
 
-class GrpcTransport::Service final : public pb::RaftService::Service {
+// Takes up to `max_bytes` (at least one message) from `queue` into `batch`.
+static void TakeBatch(std::deque<pb::Message>& queue, uint64_t& queued_bytes, uint64_t max_bytes,
+                      pb::MessageBatch* batch) {
+  batch->Clear();
+  uint64_t bytes = 0;
+  while (!queue.empty()) {
+    const uint64_t size = queue.front().ByteSizeLong();
+    if (batch->messages_size() > 0 && bytes + size > max_bytes) break;
+    bytes += size;
+    queued_bytes -= size;
+    *batch->add_messages() = std::move(queue.front());
+    queue.pop_front();
+  }
+}
+
+// The receiving end of a peer's Stream: every message goes to the handler as
+// it is read. Owns itself (self_) until gRPC is done with it, so the
+// shutdown path (Close) can hold a reference.
+class GrpcTransport::InboundStream final : public grpc::ServerReadReactor<pb::MessageBatch>,
+                                           public common::ClosableStream {
+ public:
+  static InboundStream* Open(GrpcTransport* transport, common::StreamRegistry* registry) {
+    std::shared_ptr<InboundStream> s(new InboundStream(transport));
+    s->self_ = s;
+    s->StartRead(&s->in_);
+    registry->Add(s);
+    return s.get();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    for (pb::Message& m : *in_.mutable_messages()) transport_->Deliver(std::move(m));
+    in_.Clear();
+    StartRead(&in_);
+  }
+  void Close() override {
+    FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "replica shutting down"));
+  }
+  void OnDone() override {
+    std::shared_ptr<InboundStream> last = std::move(self_);  // may delete this on return
+  }
+
+ private:
+  explicit InboundStream(GrpcTransport* transport) : transport_(transport) {}
+  void FinishOnce(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  GrpcTransport* const transport_;
+  pb::MessageBatch in_;
+  std::shared_ptr<InboundStream> self_;
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class GrpcTransport::Service final
+    : public pb::RaftService::WithCallbackMethod_Stream<pb::RaftService::Service> {
  public:
   explicit Service(GrpcTransport* transport) : transport_(transport) {}
 
-  grpc::Status Send(grpc::ServerContext*, const pb::MessageBatch* batch, pb::SendAck*) override {
-    for (const pb::Message& m : batch->messages()) transport_->Deliver(m);
-    return grpc::Status::OK;
+  grpc::ServerReadReactor<pb::MessageBatch>* Stream(grpc::CallbackServerContext*,
+                                                    pb::SendAck*) override {
+    return InboundStream::Open(transport_, &streams_);
   }
+
+  void CloseStreams() { streams_.CloseAll(); }
 
   // Reassembles the chunks; the message reaches the core only once complete,
   // so a broken stream never installs a partial snapshot.
@@ -60,6 +163,7 @@ class GrpcTransport::Service final : public pb::RaftService::Service {
 
  private:
   GrpcTransport* const transport_;
+  common::StreamRegistry streams_;
 };
 
 GrpcTransport::GrpcTransport(GrpcTransportOptions options)
@@ -71,6 +175,9 @@ GrpcTransport::GrpcTransport(GrpcTransportOptions options)
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(options_.max_reconnect_backoff)));
+  // The stream is long-lived: find a dead connection even while idle.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   for (const auto& [id, address] : options_.peers) {
     if (id == options_.id) continue;
     auto peer = std::make_unique<Peer>();
@@ -88,6 +195,8 @@ GrpcTransport::~GrpcTransport() { Stop(); }
 
 grpc::Service* GrpcTransport::service() { return service_.get(); }
 
+void GrpcTransport::CloseInboundStreams() { service_->CloseStreams(); }
+
 void GrpcTransport::Start(Handler handler) {
   {
     absl::MutexLock lock(&mu_);
@@ -96,7 +205,6 @@ void GrpcTransport::Start(Handler handler) {
   }
   for (auto& [id, peer] : peers_) {
     Peer* p = peer.get();
-    p->sender = std::thread([this, p] { SenderLoop(p); });
     p->snapshotter = std::thread([this, p] { SnapshotLoop(p); });
   }
 }
@@ -110,18 +218,38 @@ void GrpcTransport::Stop() {
         +[](int* n) { return *n == 0; }, &delivering_));
   }
   for (auto& [id, peer] : peers_) {
+    std::vector<StreamReactor*> cancel;
+    std::vector<StreamReactor*> release;
     {
       absl::MutexLock lock(&peer->mu);
       peer->stop = true;
-      if (peer->send_ctx != nullptr) peer->send_ctx->TryCancel();
       if (peer->snapshot_ctx != nullptr) peer->snapshot_ctx->TryCancel();
+      for (auto& s : peer->streams) {
+        if (s->done) continue;
+        cancel.push_back(s.get());
+        // An idle stream gets no OnWriteDone to release its hold.
+        if (!s->writing && !s->hold_released) {
+          s->hold_released = true;
+          release.push_back(s.get());
+        }
+      }
+      peer->stream = nullptr;
     }
-    if (peer->sender.joinable()) peer->sender.join();
+    // Outside the lock: gRPC may run reactions inline. Nothing deletes the
+    // streams meanwhile (peer->stop stops Send()).
+    for (StreamReactor* s : cancel) s->ctx_.TryCancel();
+    for (StreamReactor* s : release) s->RemoveHold();
+    {
+      absl::MutexLock lock(&peer->mu);
+      peer->mu.Await(absl::Condition(
+          +[](int* n) { return *n == 0; }, &peer->live_streams));
+    }
     if (peer->snapshotter.joinable()) peer->snapshotter.join();
   }
 }
 
 void GrpcTransport::Send(std::vector<pb::Message> messages) {
+  const absl::Time now = absl::Now();
   for (pb::Message& m : messages) {
     auto it = peers_.find(m.to());
     if (it == peers_.end()) {
@@ -131,6 +259,9 @@ void GrpcTransport::Send(std::vector<pb::Message> messages) {
     Peer* peer = it->second.get();
     bool dropped = false;
     bool snapshot_dropped = false;
+    StreamReactor* start = nullptr;
+    StreamReactor* write = nullptr;
+    StreamReactor* stuck = nullptr;
     {
       absl::MutexLock lock(&peer->mu);
       if (peer->stop) return;
@@ -151,7 +282,43 @@ void GrpcTransport::Send(std::vector<pb::Message> messages) {
           peer->queued_bytes += bytes;
           peer->queue.push_back(std::move(m));
         }
+        StreamReactor* s = peer->stream;
+        if (s != nullptr && s->writing && now - s->write_started > options_.send_timeout) {
+          // The peer stopped reading or the connection is dead: give up on
+          // this stream (its OnWriteDone(false) releases it).
+          stuck = s;
+          peer->stream = nullptr;
+        } else if (s == nullptr && !peer->queue.empty()) {
+          peer->streams.erase(
+              std::remove_if(peer->streams.begin(), peer->streams.end(),
+                             [](const std::unique_ptr<StreamReactor>& r) { return r->done; }),
+              peer->streams.end());
+          peer->streams.push_back(std::make_unique<StreamReactor>(this, peer));
+          s = peer->stream = peer->streams.back().get();
+          ++peer->live_streams;
+          s->writing = true;
+          s->write_started = now;
+          TakeBatch(peer->queue, peer->queued_bytes, options_.max_batch_bytes, &s->sending_);
+          start = s;
+        } else if (s != nullptr && !s->writing && !peer->queue.empty()) {
+          s->writing = true;
+          s->write_started = now;
+          TakeBatch(peer->queue, peer->queued_bytes, options_.max_batch_bytes, &s->sending_);
+          write = s;
+        }
       }
+    }
+    // gRPC calls outside the lock (they may run reactions inline).
+    if (stuck != nullptr) stuck->ctx_.TryCancel();
+    if (start != nullptr) {
+      start->Begin(peer->stub.get());
+      absl::MutexLock lock(&mu_);
+      ++send_calls_;
+    }
+    if (write != nullptr) {
+      write->StartWrite(&write->sending_);
+      absl::MutexLock lock(&mu_);
+      ++send_calls_;
     }
     if (dropped || snapshot_dropped) {
       {
@@ -164,47 +331,54 @@ void GrpcTransport::Send(std::vector<pb::Message> messages) {
   }
 }
 
-void GrpcTransport::SenderLoop(Peer* peer) {
-  for (;;) {
-    pb::MessageBatch batch;
-    {
-      absl::MutexLock lock(&peer->mu);
-      peer->mu.Await(absl::Condition(
-          +[](Peer* p)
-               ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu) { return p->stop || !p->queue.empty(); },
-          peer));
-      if (peer->stop) return;
-      // Everything queued since the last call goes in one RPC (up to the cap).
-      uint64_t bytes = 0;
-      while (!peer->queue.empty()) {
-        const uint64_t size = peer->queue.front().ByteSizeLong();
-        if (batch.messages_size() > 0 && bytes + size > options_.max_batch_bytes) break;
-        bytes += size;
-        peer->queued_bytes -= size;
-        *batch.add_messages() = std::move(peer->queue.front());
-        peer->queue.pop_front();
+void GrpcTransport::OnWriteDone(Peer* peer, StreamReactor* stream, bool ok) {
+  bool release = false;
+  int lost = 0;
+  {
+    absl::MutexLock lock(&peer->mu);
+    if (ok && peer->stream == stream && !peer->stop) {
+      if (peer->queue.empty()) {
+        stream->writing = false;  // idle; Send() writes next
+        ok = false;
+      } else {
+        stream->write_started = absl::Now();
+        TakeBatch(peer->queue, peer->queued_bytes, options_.max_batch_bytes, &stream->sending_);
       }
+    } else {
+      // Broken, abandoned as stuck, or stopping: this stream is finished.
+      stream->writing = false;
+      if (!ok) lost = stream->sending_.messages_size();
+      if (peer->stream == stream) peer->stream = nullptr;
+      release = !stream->hold_released;
+      stream->hold_released = true;
+      ok = false;
     }
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.send_timeout));
-    {
-      absl::MutexLock lock(&peer->mu);
-      if (peer->stop) return;
-      peer->send_ctx = &ctx;
-    }
-    pb::SendAck ack;
-    grpc::Status status = peer->stub->Send(&ctx, batch, &ack);
-    {
-      absl::MutexLock lock(&peer->mu);
-      peer->send_ctx = nullptr;
-    }
+  }
+  if (lost > 0) {
+    absl::MutexLock lock(&mu_);
+    dropped_ += lost;
+  }
+  if (release) stream->RemoveHold();  // OnDone follows
+  if (ok) {
     {
       absl::MutexLock lock(&mu_);
       ++send_calls_;
-      if (!status.ok()) dropped_ += batch.messages_size();
     }
-    if (!status.ok()) Report(pb::MSG_UNREACHABLE, peer->id, false);
+    stream->StartWrite(&stream->sending_);
   }
+}
+
+void GrpcTransport::OnStreamDone(Peer* peer, StreamReactor* stream, const grpc::Status& status) {
+  bool stopping;
+  {
+    absl::MutexLock lock(&peer->mu);
+    stream->done = true;
+    --peer->live_streams;
+    if (peer->stream == stream) peer->stream = nullptr;
+    stopping = peer->stop;
+  }
+  // No access to `stream` from here: Send() may delete it.
+  if (!stopping && !status.ok()) Report(pb::MSG_UNREACHABLE, peer->id, false);
 }
 
 void GrpcTransport::SnapshotLoop(Peer* peer) {

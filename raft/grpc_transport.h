@@ -1,10 +1,14 @@
 // GrpcTransport: the Transport over RaftService (proto/raft.proto).
 //
-// Client side: one channel and one sender thread per peer. The thread takes
-// everything queued for the peer since its last call and sends it as one
-// MessageBatch (so a busy leader sends few, large RPCs), and a second thread
-// per peer streams snapshots in chunks. gRPC reconnects channels by itself; a
-// failed call drops its batch and reports the peer unreachable.
+// Client side: one channel per peer and one long-lived Stream call on it
+// (gRPC's callback API: no thread of ours waits on it). Send() writes from the
+// caller's thread when the stream is idle; messages queued while a write is in
+// flight go out together as the next MessageBatch, so a busy leader sends few,
+// large messages without a thread hand-off. A second thread per peer streams
+// snapshots in chunks. gRPC reconnects channels by itself; a broken stream
+// loses its message in flight, reports the peer unreachable, and the next
+// Send() opens a new stream. Send() must not be called from two threads at
+// once (the Node calls it from its Raft thread).
 //
 // Server side: service() is the RaftService implementation; add it to the
 // daemon's gRPC server (common/grpc_server.h). Shut that server down before
@@ -45,8 +49,10 @@ struct GrpcTransportOptions {
   uint64_t max_batch_bytes = 8ull << 20;
   // Size of one InstallSnapshot chunk. Unit: bytes. Default: 1 MiB.
   uint64_t snapshot_chunk_bytes = 1ull << 20;
-  // Deadline of one Send call. Short: Raft retransmits, and a stuck call holds
-  // up everything queued behind it. Default: 2 s.
+  // A write to a peer's stream that has not completed after this long (a
+  // peer that stopped reading, or a dead connection) makes the next Send()
+  // cancel the stream and start a new one. Raft retransmits what was lost.
+  // Default: 2 s.
   absl::Duration send_timeout = absl::Seconds(2);
   // Deadline of a whole snapshot transfer. Default: 60 s.
   absl::Duration snapshot_timeout = absl::Seconds(60);
@@ -68,6 +74,10 @@ class GrpcTransport : public Transport {
 
   // The server half; must outlive the gRPC server it is added to.
   grpc::Service* service();
+  // Ends the peers' streams into service() (and refuses new ones), so that a
+  // graceful server shutdown need not wait for them. Call just before
+  // shutting the server down.
+  void CloseInboundStreams();
 
   // Counters for tests and benchmarks.
   uint64_t send_calls() const;
@@ -75,9 +85,12 @@ class GrpcTransport : public Transport {
 
  private:
   class Service;
+  class StreamReactor;
+  class InboundStream;
   struct Peer;
 
-  void SenderLoop(Peer* peer);
+  void OnWriteDone(Peer* peer, StreamReactor* stream, bool ok);
+  void OnStreamDone(Peer* peer, StreamReactor* stream, const grpc::Status& status);
   void SnapshotLoop(Peer* peer);
   void StreamSnapshot(Peer* peer, pb::Message msg);
   // Hands `msg` to the handler unless stopped; never under a lock.

@@ -99,6 +99,7 @@ void Node::RunRaft() {
   std::vector<std::string> reads;
   std::vector<uint64_t> transfers;
   std::vector<std::shared_ptr<SnapshotRequest>> snapshots;
+  std::vector<ReadAnswer> answers;
   bool failed = false;
   while (!failed) {
     {
@@ -107,6 +108,7 @@ void Node::RunRaft() {
         mu_.AwaitWithDeadline(absl::Condition(this, &Node::HasWorkLocked), next_tick);
       }
       if (stop_) break;
+
       inbox.swap(inbox_);
       while (!proposals_.empty() && proposals.size() < options_.max_proposals_per_ready) {
         proposals.push_back(std::move(proposals_.front()));
@@ -117,6 +119,7 @@ void Node::RunRaft() {
       snapshots.swap(snapshot_requests_);
     }
 
+    ++loops_;
     const absl::Time now = absl::Now();
     if (now >= next_tick) {
       core_->Tick();
@@ -149,13 +152,13 @@ void Node::RunRaft() {
         core_->ReadIndex(std::move(batch));
       } else {
         absl::MutexLock lock(&mu_);
-        FailReadsLocked(reads);
+        FailReadsLocked(reads, &answers);
       }
     }
     for (uint64_t to : transfers) core_->TransferLeadership(to);
     for (auto& req : snapshots) DoSnapshot(req.get());
 
-    if (core_->HasReady()) failed = !HandleReady();
+    if (core_->HasReady()) failed = !HandleReady(&answers);
     more_ready = core_->HasReady();
 
     // Published before the callers wake, so they see their own effect.
@@ -170,6 +173,8 @@ void Node::RunRaft() {
       }
     }
     for (auto& req : snapshots) req->done.Notify();
+    for (ReadAnswer& a : answers) a.done(std::move(a.result));
+    answers.clear();
     inbox.clear();
     proposals.clear();
     reads.clear();
@@ -179,10 +184,14 @@ void Node::RunRaft() {
 
   // Fail whatever is still waiting for the loop.
   std::deque<PendingProposal> abandoned;
+  std::map<std::string, ReadIndexCallback> abandoned_reads;
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
     abandoned.swap(proposals_);
+    abandoned_reads.swap(reads_);
+    read_requests_.clear();
+    read_batches_.clear();
     for (auto& req : snapshot_requests_) {
       req->status = absl::UnavailableError("raft node stopped");
       req->done.Notify();
@@ -190,9 +199,10 @@ void Node::RunRaft() {
     snapshot_requests_.clear();
   }
   for (auto& p : abandoned) p.done(absl::UnavailableError("raft node stopped"));
+  for (auto& [ctx, done] : abandoned_reads) done(absl::UnavailableError("raft node stopped"));
 }
 
-bool Node::HandleReady() {
+bool Node::HandleReady(std::vector<ReadAnswer>* answers) {
   Ready rd = core_->GetReady();
   // Thesis §10.2.1: a leader may write its log in parallel with replicating
   // it. The core counts the leader's own new entries toward a commit at once;
@@ -261,9 +271,8 @@ bool Node::HandleReady() {
       if (batch == read_batches_.end()) continue;
       for (const std::string& ctx : batch->second) {
         auto it = reads_.find(ctx);
-        if (it == reads_.end()) continue;  // the caller gave up
-        it->second->index = rs.index;
-        it->second->done.Notify();
+        if (it == reads_.end()) continue;
+        answers->push_back({std::move(it->second), rs.index});
         reads_.erase(it);
       }
       read_batches_.erase(batch);
@@ -272,19 +281,18 @@ bool Node::HandleReady() {
     // deposed leader's pending reads get no read point here; tell their
     // callers now rather than at their deadline.
     if (core_->role() != Role::kLeader) {
-      for (auto& [ctx, members] : read_batches_) FailReadsLocked(members);
+      for (auto& [ctx, members] : read_batches_) FailReadsLocked(members, answers);
       read_batches_.clear();
     }
   }
   return true;
 }
 
-void Node::FailReadsLocked(const std::vector<std::string>& contexts) {
+void Node::FailReadsLocked(const std::vector<std::string>& contexts, std::vector<ReadAnswer>* out) {
   for (const std::string& ctx : contexts) {
     auto it = reads_.find(ctx);
     if (it == reads_.end()) continue;
-    it->second->status = NotLeader(core_->leader());
-    it->second->done.Notify();
+    out->push_back({std::move(it->second), NotLeader(core_->leader())});
     reads_.erase(it);
   }
 }
@@ -321,6 +329,7 @@ void Node::PublishStatus() {
   s.snapshot_bytes = storage_->SnapshotBytes();
   s.saves = saves_;
   s.synced_saves = synced_saves_;
+  s.loops = loops_;
   absl::MutexLock lock(&mu_);
   s.applied = applied_;
   status_ = s;
@@ -374,25 +383,38 @@ void Node::ProposeAsync(std::string data, ProposeCallback done) {
 
 absl::StatusOr<uint64_t> Node::ReadIndex(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
-  auto r = std::make_shared<PendingRead>();
-  std::string ctx;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stop_) return absl::UnavailableError("raft node stopped");
-    ctx = absl::StrCat(options_.id, "/", ++next_read_id_);
-    reads_[ctx] = r;
-    read_requests_.push_back(ctx);
-  }
-  if (!r->done.WaitForNotificationWithDeadline(deadline)) {
-    absl::MutexLock lock(&mu_);
-    reads_.erase(ctx);
+  struct Answer {
+    absl::StatusOr<uint64_t> index;
+    absl::Notification done;
+  };
+  auto answer = std::make_shared<Answer>();
+  ReadIndexAsync([answer](absl::StatusOr<uint64_t> index) {
+    answer->index = std::move(index);
+    answer->done.Notify();
+  });
+  // On timeout the request stays queued until leadership changes or the Node
+  // stops; its answer then goes to `answer`, which the callback keeps alive.
+  if (!answer->done.WaitForNotificationWithDeadline(deadline)) {
     return absl::DeadlineExceededError("ReadIndex: no read point (leadership lost?)");
   }
-  if (!r->status.ok()) return r->status;
-  if (!WaitForApplied(r->index, deadline - absl::Now())) {
+  if (!answer->index.ok()) return answer->index.status();
+  if (!WaitForApplied(*answer->index, deadline - absl::Now())) {
     return absl::DeadlineExceededError("ReadIndex: read point not applied in time");
   }
-  return r->index;
+  return *answer->index;
+}
+
+void Node::ReadIndexAsync(ReadIndexCallback done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stop_) {
+      std::string ctx = absl::StrCat(options_.id, "/", ++next_read_id_);
+      read_requests_.push_back(ctx);
+      reads_.emplace(std::move(ctx), std::move(done));
+      return;
+    }
+  }
+  done(absl::UnavailableError("raft node stopped"));
 }
 
 void Node::TransferLeadership(uint64_t to) {

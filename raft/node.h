@@ -78,6 +78,7 @@ struct NodeStatus {
   uint64_t snapshot_bytes = 0;  // Storage::SnapshotBytes()
   uint64_t saves = 0;           // Storage::Save calls
   uint64_t synced_saves = 0;    // ... of which with sync (fsync)
+  uint64_t loops = 0;           // Raft loop iterations
 };
 
 // Where Propose put the command: it is committed once an ApplyBatch delivers
@@ -128,6 +129,15 @@ class Node {
   // after `timeout` (e.g. leadership was lost meanwhile; retry at the leader).
   absl::StatusOr<uint64_t> ReadIndex(absl::Duration timeout);
 
+  // The read point only, without blocking and without waiting for the local
+  // apply: `done` gets the index (or kUnavailable with a LeaderHint) on the
+  // Raft thread, or inline after Stop(). Same rules as ProposeAsync's callback.
+  // A request whose heartbeat round never completes is answered when
+  // leadership is lost or the Node stops; callers that need a deadline keep
+  // their own.
+  using ReadIndexCallback = std::function<void(absl::StatusOr<uint64_t>)>;
+  void ReadIndexAsync(ReadIndexCallback done);
+
   // Asks the leader (us) to hand leadership to `to`. Best effort.
   void TransferLeadership(uint64_t to);
 
@@ -150,10 +160,10 @@ class Node {
     Proposal result;
     ProposeCallback done;
   };
-  struct PendingRead {
-    uint64_t index = 0;
-    absl::Status status;
-    absl::Notification done;
+  // A ReadIndex answer to deliver once mu_ is released.
+  struct ReadAnswer {
+    ReadIndexCallback done;
+    absl::StatusOr<uint64_t> result;
   };
   struct SnapshotRequest {
     uint64_t index = 0;
@@ -168,10 +178,12 @@ class Node {
   void RunRaft();
   void RunApply();
   // Handles one Ready from the core. False if persisting failed (fatal).
-  bool HandleReady();
+  bool HandleReady(std::vector<ReadAnswer>* answers);
   void DoSnapshot(SnapshotRequest* req);
-  // Fails the ReadIndex calls of `contexts` with "not leader" (Raft thread).
-  void FailReadsLocked(const std::vector<std::string>& contexts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the ReadIndex calls of `contexts` to `out`, failed with "not leader"
+  // (Raft thread).
+  void FailReadsLocked(const std::vector<std::string>& contexts, std::vector<ReadAnswer>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishStatus();
   bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -184,6 +196,7 @@ class Node {
   std::unique_ptr<Core> core_;
   uint64_t saves_ = 0;         // Raft thread only
   uint64_t synced_saves_ = 0;  // Raft thread only
+  uint64_t loops_ = 0;         // Raft thread only
 
   mutable absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
@@ -194,7 +207,7 @@ class Node {
   std::vector<uint64_t> transfers_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<SnapshotRequest>> snapshot_requests_ ABSL_GUARDED_BY(mu_);
   // ReadIndex calls waiting for their ReadState, by context.
-  std::map<std::string, std::shared_ptr<PendingRead>> reads_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ReadIndexCallback> reads_ ABSL_GUARDED_BY(mu_);
   // The ReadIndex requests of one loop iteration share one core ReadIndex (one
   // heartbeat round instead of one per request): the batch's context is its
   // first request's, mapped here to every request of the batch. Leader only;

@@ -6,6 +6,7 @@
 #   ./scripts/kv-bench.sh                 Release build in build/release
 #   BIN=dir RUNS=3 DUR=8s ./scripts/kv-bench.sh
 #   POINTS="64 64 0;64 64 1" ./scripts/kv-bench.sh   clients conns read-ratio
+#   SERVER_FLAGS="--snapshot-threshold-bytes=0" ./scripts/kv-bench.sh   extra kvraft-server flags
 #
 # Also prints the CPU time each process spent per operation (from
 # /proc/PID/stat and the client's getrusage), which is stable on a noisy VM
@@ -41,7 +42,7 @@ for point in "${LIST[@]}"; do
   for run in $(seq "$RUNS"); do
     rm -rf "$TMP/data"
     for i in 1 2 3; do
-      "$BIN/kvraft-server" --id=$i --peers="$PEERS" --data-dir="$TMP/data/$i" --log-level=warn \
+      "$BIN/kvraft-server" --id=$i --peers="$PEERS" --data-dir="$TMP/data/$i" --log-level=warn ${SERVER_FLAGS:-} \
         >"$TMP/server$i.log" 2>&1 &
       PIDS+=($!)
     done

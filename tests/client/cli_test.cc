@@ -64,6 +64,8 @@ TEST_F(CliTest, PutGetAppendDel) {
   Result missing = Kvctl({ep, "get", "k"});
   EXPECT_EQ(missing.exit_code, 0);
   EXPECT_EQ(missing.output, "\n");
+  // One session per invocation that writes (put, append, del); gets need none.
+  EXPECT_EQ(cluster.registrations(), 3);
 }
 
 TEST_F(CliTest, JsonOutputAndEnvironmentEndpoints) {
@@ -86,6 +88,7 @@ TEST_F(CliTest, StdinModeOneResultPerLine) {
   EXPECT_NE(r.output.find("OK\nOK\nvalue with spaces!\n\n"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("ERROR\n1\n"), std::string::npos) << r.output;
   EXPECT_EQ(cluster.value("a"), "");
+  EXPECT_EQ(cluster.registrations(), 1);  // all the lines share one session
 }
 
 TEST_F(CliTest, EndpointHealthAndStatus) {
@@ -133,6 +136,7 @@ TEST_F(CliTest, KvbenchReportsThroughputAndLatency) {
   EXPECT_NE(r.output.find("\"errors\":0"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("\"p99\":"), std::string::npos) << r.output;
   EXPECT_GT(cluster.applied_writes(), 0);
+  EXPECT_LE(cluster.registrations(), 4);  // at most one session per client
 }
 
 TEST_F(CliTest, KvbenchRejectsBadFlagsAndReportsFailures) {

@@ -424,7 +424,7 @@ uint64_t Cluster::SnapshotSize() const {
 
 std::unique_ptr<Clerk> Cluster::MakeClerk(std::vector<int> servers) {
   if (servers.empty()) servers = All();
-  return std::make_unique<Clerk>(this, next_client_id_.fetch_add(1), std::move(servers),
+  return std::make_unique<Clerk>(this, next_clerk_label_.fetch_add(1), std::move(servers),
                                  NextSeed());
 }
 
@@ -447,8 +447,8 @@ absl::StatusOr<pb::KvResult> Cluster::ServeGet(int i, const std::string& key,
 // Clerk
 // ---------------------------------------------------------------------------
 
-Clerk::Clerk(Cluster* cluster, uint64_t client_id, std::vector<int> servers, uint64_t seed)
-    : cluster_(cluster), client_id_(client_id), rng_(seed) {
+Clerk::Clerk(Cluster* cluster, int64_t label, std::vector<int> servers, uint64_t seed)
+    : cluster_(cluster), label_(label), rng_(seed) {
   ConnectTo(std::move(servers));
   absl::MutexLock lock(&mu_);
   // 6.824's clerks get the servers in random order.
@@ -522,12 +522,30 @@ absl::StatusOr<pb::KvResult> Clerk::Run(const pb::KvCommand* write, const std::s
     // wait a little rather than spin.
     if (attempt % cluster_->n() == 0) absl::SleepFor(absl::Milliseconds(5));
   }
-  return absl::DeadlineExceededError(absl::StrCat("clerk ", client_id_,
+  return absl::DeadlineExceededError(absl::StrCat("clerk ", label_,
                                                   ": no replica completed the operation in ",
                                                   absl::FormatDuration(kGiveUpAfter)));
 }
 
+absl::Status Clerk::EnsureSession() {
+  if (client_id_ != 0) return absl::OkStatus();
+  // What KvServiceImpl::Register does, minus gRPC. Retried like any write; a
+  // retry after a lost reply opens a second session, which nobody uses and
+  // which expires.
+  pb::KvCommand cmd;
+  cmd.set_op(pb::OP_REGISTER);
+  absl::StatusOr<pb::KvResult> r = Run(&cmd, "");
+  if (!r.ok()) return r.status();
+  if (r->client_id() == 0) {
+    return absl::InternalError(absl::StrCat("clerk ", label_, ": register returned client id 0"));
+  }
+  client_id_ = r->client_id();
+  sequence_ = 0;
+  return absl::OkStatus();
+}
+
 absl::Status Clerk::Write(pb::OpType op, const std::string& key, const std::string& value) {
+  if (absl::Status s = EnsureSession(); !s.ok()) return s;
   pb::KvCommand cmd;
   cmd.set_op(op);
   cmd.set_key(key);
@@ -535,9 +553,8 @@ absl::Status Clerk::Write(pb::OpType op, const std::string& key, const std::stri
   cmd.set_client_id(client_id_);
   cmd.set_sequence(++sequence_);
   lincheck::HistoryRecorder& history = cluster_->history();
-  auto h = history.Begin(static_cast<int64_t>(client_id_),
-                         op == pb::OP_PUT ? lincheck::OpKind::kPut : lincheck::OpKind::kAppend, key,
-                         value);
+  auto h = history.Begin(
+      label_, op == pb::OP_PUT ? lincheck::OpKind::kPut : lincheck::OpKind::kAppend, key, value);
   absl::StatusOr<pb::KvResult> r = Run(&cmd, key);
   // On failure the outcome stays unknown in the history (no End).
   if (!r.ok()) return r.status();
@@ -555,7 +572,7 @@ absl::Status Clerk::Append(const std::string& key, const std::string& value) {
 
 absl::StatusOr<std::string> Clerk::Get(const std::string& key) {
   lincheck::HistoryRecorder& history = cluster_->history();
-  auto h = history.Begin(static_cast<int64_t>(client_id_), lincheck::OpKind::kGet, key);
+  auto h = history.Begin(label_, lincheck::OpKind::kGet, key);
   absl::StatusOr<pb::KvResult> r = Run(nullptr, key);
   if (!r.ok()) {
     // A read that never returned has no effect on the history.

@@ -16,9 +16,11 @@
 //     fsync, so dozens of replicas fit on a busy 2-core machine under ASan; the
 //     RocksDB path is covered by tests/raft/crash_test.cc and the multi-process
 //     tests.
-//   - Clerk: a client id plus sequence numbers (exactly-once), remembers the
-//     leader, retries at another replica on "not leader", timeout or a lost
-//     call, and records every operation for the linearizability checker.
+//   - Clerk: opens a session through the log before its first write (an
+//     OP_REGISTER command, as the Register RPC does), then numbers its writes
+//     (exactly-once), remembers the leader, retries at another replica on "not
+//     leader", timeout or a lost call, and records every operation for the
+//     linearizability checker.
 //
 // Timing is scaled down from 6.824 (100 ms heartbeats, ~1 s election timeout)
 // by 10x: 10 ms ticks, heartbeat every tick, elections after 100-200 ms.
@@ -198,8 +200,8 @@ class Cluster {
   uint64_t NextSeed() { return seed_counter_.fetch_add(1) * 0x9e3779b97f4a7c15ull + options_.seed; }
 
   // ---- Server side of a clerk's call (what KvServiceImpl does over gRPC) ----
-  // A write: Put/Append with client id and sequence set. kUnavailable or
-  // kDeadlineExceeded: retry (*leader_hint: the leader's replica id, 0 if
+  // A write: Put/Append with client id and sequence set, or a register.
+  // kUnavailable or kDeadlineExceeded: retry (*leader_hint: the leader's replica id, 0 if
   // unknown); anything else is final.
   absl::StatusOr<pb::KvResult> ServeWrite(int i, pb::KvCommand command, absl::Duration timeout,
                                           uint64_t* leader_hint);
@@ -219,7 +221,8 @@ class Cluster {
   const ClusterOptions options_;
   Network net_;
   std::atomic<uint64_t> seed_counter_{1};
-  std::atomic<uint64_t> next_client_id_{1};
+  // Names clerks in histories and messages (the session ids come from the log).
+  std::atomic<int64_t> next_clerk_label_{1};
   // Each replica's disk; survives ShutdownServer.
   std::vector<std::shared_ptr<raft::MemoryStorage>> storage_;
   mutable absl::Mutex mu_;
@@ -243,7 +246,8 @@ class Clerk {
   // that has not completed after this long fails (kDeadlineExceeded).
   static constexpr absl::Duration kGiveUpAfter = absl::Seconds(30);
 
-  Clerk(Cluster* cluster, uint64_t client_id, std::vector<int> servers, uint64_t seed);
+  // `label` names the clerk in the history and in messages.
+  Clerk(Cluster* cluster, int64_t label, std::vector<int> servers, uint64_t seed);
 
   absl::StatusOr<std::string> Get(const std::string& key);
   absl::Status Put(const std::string& key, const std::string& value);
@@ -251,9 +255,12 @@ class Clerk {
 
   // Which replicas this clerk's calls can reach (config.go's ConnectClient).
   void ConnectTo(std::vector<int> servers) ABSL_LOCKS_EXCLUDED(mu_);
+  // The session id: the index of the register entry; 0 before the first write.
   uint64_t client_id() const { return client_id_; }
 
  private:
+  // Registers a session through the log unless the clerk has one.
+  absl::Status EnsureSession();
   absl::Status Write(pb::OpType op, const std::string& key, const std::string& value);
   // One call to replica i through the network; nullopt if the call or its
   // reply was lost (the clerk cannot tell the two apart).
@@ -266,9 +273,10 @@ class Clerk {
   bool Reachable(int i) const ABSL_LOCKS_EXCLUDED(mu_);
 
   Cluster* const cluster_;
-  const uint64_t client_id_;
-  uint64_t sequence_ = 0;  // last used; one operation at a time per clerk
-  int leader_ = 0;         // index of the replica tried first
+  const int64_t label_;
+  uint64_t client_id_ = 0;  // 0: no session yet; one operation at a time per clerk
+  uint64_t sequence_ = 0;   // last used
+  int leader_ = 0;          // index of the replica tried first
   mutable absl::Mutex mu_;
   std::vector<bool> reachable_ ABSL_GUARDED_BY(mu_);
   raft::Rng rng_ ABSL_GUARDED_BY(mu_);

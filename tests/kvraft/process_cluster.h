@@ -3,6 +3,7 @@
 // directory (removed at the end), kill -9 / SIGSTOP / SIGCONT / restart.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>

@@ -27,3 +27,8 @@ dstack_test(raft_node_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/node_test.cc
   LIBS dstack_raft
   TIMEOUT 60)
+
+dstack_test(raft_rsm_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/rsm_test.cc
+  LIBS dstack_rsm
+  TIMEOUT 60)
