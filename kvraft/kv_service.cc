@@ -258,7 +258,7 @@ void FinishUnary(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* rea
 
 }  // namespace
 
-#define DS_KV_UNARY(Method, Field, Mutable)                                               \
+#define DS_KV_UNARY(Method, Mutable)                                                      \
   grpc::ServerUnaryReactor* KvServiceImpl::Method(grpc::CallbackServerContext* ctx,       \
                                                   const pb::Method##Request* req,         \
                                                   pb::Method##Response* resp) {           \
@@ -273,11 +273,11 @@ void FinishUnary(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* rea
     return reactor;                                                                       \
   }
 
-DS_KV_UNARY(Get, get, mutable_get)
-DS_KV_UNARY(Put, put, mutable_put)
-DS_KV_UNARY(Append, append, mutable_append)
-DS_KV_UNARY(Delete, delete, mutable_delete_)
-DS_KV_UNARY(Register, register, mutable_register_)
+DS_KV_UNARY(Get, mutable_get)
+DS_KV_UNARY(Put, mutable_put)
+DS_KV_UNARY(Append, mutable_append)
+DS_KV_UNARY(Delete, mutable_delete_)
+DS_KV_UNARY(Register, mutable_register_)
 #undef DS_KV_UNARY
 
 // ---- Batch: a bidirectional stream of requests ----

@@ -4,15 +4,19 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "client/clerk.h"
 #include "common/net.h"
 #include "common/subprocess.h"
+#include "gtest/gtest.h"
+#include "tests/lincheck/linearizability.h"
 
 namespace ds::kv::testing {
 
@@ -95,5 +99,55 @@ class ProcessCluster {
   std::vector<common::PortReservation> ports_;
   std::vector<std::unique_ptr<common::Subprocess>> procs_;
 };
+
+// The checks every multi-process KV test makes on what its clients did.
+//
+// The recorded history is linearizable.
+inline void ExpectLinearizable(const std::vector<lincheck::Operation>& history) {
+  auto report = lincheck::CheckKvHistory(history, absl::Seconds(60));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->result, lincheck::CheckResult::kOk)
+      << "history not linearizable: " << report->explanation;
+}
+
+// `appends` maps "key/token;" to whether that append was acknowledged; each
+// token is appended to its key once. Every acknowledged append is in its
+// key's final value exactly once, an unacknowledged one (outcome unknown) at
+// most once, and nothing else is there. Reads the final values through a
+// Clerk (the unary path).
+inline void ExpectAppendsExactlyOnce(const std::map<std::string, bool>& appends,
+                                     ProcessCluster& cluster) {
+  auto clerk = cluster.NewClerk(absl::Seconds(20));
+  std::map<std::string, std::string> finals;
+  for (const auto& [key_token, acked] : appends) {
+    const std::string key = key_token.substr(0, key_token.find('/'));
+    if (finals.contains(key)) continue;
+    auto r = clerk->Get(key);
+    ASSERT_TRUE(r.ok()) << r.status();
+    finals[key] = r->value;
+  }
+  std::map<std::string, int> seen;  // "key/token;" -> count
+  for (const auto& [key, value] : finals) {
+    for (absl::string_view t : absl::StrSplit(value, ';', absl::SkipEmpty())) {
+      seen[absl::StrCat(key, "/", t, ";")]++;
+    }
+  }
+  int acked = 0;
+  for (const auto& [key_token, was_acked] : appends) {
+    const int count = seen.contains(key_token) ? seen[key_token] : 0;
+    if (was_acked) {
+      ++acked;
+      EXPECT_EQ(count, 1) << "acknowledged append " << key_token << " appears " << count
+                          << " times";
+    } else {
+      EXPECT_LE(count, 1) << "unacknowledged append " << key_token << " appears " << count
+                          << " times";
+    }
+  }
+  for (const auto& [key_token, count] : seen) {
+    EXPECT_TRUE(appends.contains(key_token)) << key_token << " was never appended";
+  }
+  EXPECT_GT(acked, 0);
+}
 
 }  // namespace ds::kv::testing

@@ -6,7 +6,6 @@
 #include "client/kv_stream.h"
 
 #include <atomic>
-#include <filesystem>  // process_cluster.h needs it but does not include it
 #include <map>
 #include <memory>
 #include <optional>
@@ -338,48 +337,10 @@ class AsyncWorkload {
   std::map<std::string, bool> appends_ ABSL_GUARDED_BY(mu_);
 };
 
-void ExpectLinearizable(AsyncWorkload& w) {
-  auto report = lincheck::CheckKvHistory(w.history().Snapshot(), absl::Seconds(60));
-  ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->result, lincheck::CheckResult::kOk)
-      << "history not linearizable: " << report->explanation;
-}
+void ExpectLinearizable(AsyncWorkload& w) { testing::ExpectLinearizable(w.history().Snapshot()); }
 
-// Every acknowledged append is in its key's final value exactly once, an
-// unacknowledged one (outcome unknown) at most once, and nothing else is there.
 void ExpectAppendsExactlyOnce(AsyncWorkload& w, ProcessCluster& cluster) {
-  auto clerk = cluster.NewClerk(absl::Seconds(20));  // the unary path, as a cross-check
-  const std::map<std::string, bool> appends = w.appends();
-  std::map<std::string, std::string> finals;
-  for (const auto& [key_token, acked] : appends) {
-    const std::string key = key_token.substr(0, key_token.find('/'));
-    if (finals.contains(key)) continue;
-    auto r = clerk->Get(key);
-    ASSERT_TRUE(r.ok()) << r.status();
-    finals[key] = r->value;
-  }
-  std::map<std::string, int> seen;  // "key/token;" -> count
-  for (const auto& [key, value] : finals) {
-    for (absl::string_view t : absl::StrSplit(value, ';', absl::SkipEmpty())) {
-      seen[absl::StrCat(key, "/", t, ";")]++;
-    }
-  }
-  int acked = 0;
-  for (const auto& [key_token, was_acked] : appends) {
-    const int count = seen.contains(key_token) ? seen[key_token] : 0;
-    if (was_acked) {
-      ++acked;
-      EXPECT_EQ(count, 1) << "acknowledged append " << key_token << " appears " << count
-                          << " times";
-    } else {
-      EXPECT_LE(count, 1) << "unacknowledged append " << key_token << " appears " << count
-                          << " times";
-    }
-  }
-  for (const auto& [key_token, count] : seen) {
-    EXPECT_TRUE(appends.contains(key_token)) << key_token << " was never appended";
-  }
-  EXPECT_GT(acked, 0);
+  testing::ExpectAppendsExactlyOnce(w.appends(), cluster);
 }
 
 // Operations that returned OK within [from, to].
