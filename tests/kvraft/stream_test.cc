@@ -504,15 +504,33 @@ TEST(AsyncClerkFailover, PausedLeaderEndsEveryOperationByItsDeadline) {
 
 // ---- KvConnection and KvPool against one replica ----
 
+// A one-replica cluster that is up and leads itself.
+::testing::AssertionResult SingleReplicaReady(ProcessCluster& cluster) {
+  if (absl::Status st = cluster.WaitHealthy(0); !st.ok()) {
+    return ::testing::AssertionFailure() << "replica not healthy: " << st;
+  }
+  if (int leader = WaitForLeader(cluster); leader != 0) {
+    return ::testing::AssertionFailure() << "no leader (got " << leader << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Opens `conn`'s stream with one Get and checks that it is answered OK.
+::testing::AssertionResult StreamOpen(KvConnection* conn) {
+  auto warm = SendAndWait(conn, MakeGet("k"), absl::Seconds(10));
+  if (!warm.has_value()) return ::testing::AssertionFailure() << "no answer";
+  if (CodeOf(*warm) != absl::StatusCode::kOk) {
+    return ::testing::AssertionFailure() << "answered " << CodeOf(*warm) << ": " << warm->message();
+  }
+  return ::testing::AssertionSuccess();
+}
+
 TEST(KvConnection, RequestToAPausedReplicaExpiresAtItsDeadline) {
   ProcessCluster cluster(1, kFastRaft);
-  ASSERT_TRUE(cluster.WaitHealthy(0).ok());
-  ASSERT_EQ(WaitForLeader(cluster), 0);
+  ASSERT_TRUE(SingleReplicaReady(cluster));
   KvPool pool(cluster.endpoints(), 1);
   KvConnection* conn = pool.connection(0, 0);
-  auto warm = SendAndWait(conn, MakeGet("k"), absl::Seconds(10));  // the stream is open
-  ASSERT_TRUE(warm.has_value());
-  ASSERT_EQ(CodeOf(*warm), absl::StatusCode::kOk) << warm->message();
+  ASSERT_TRUE(StreamOpen(conn));
 
   PauseAndSettle(cluster, 0);
   const absl::Time start = absl::Now();
@@ -526,13 +544,10 @@ TEST(KvConnection, RequestToAPausedReplicaExpiresAtItsDeadline) {
 
 TEST(KvConnection, RequestInFlightFailsUnavailableWhenTheReplicaIsKilled) {
   ProcessCluster cluster(1, kFastRaft);
-  ASSERT_TRUE(cluster.WaitHealthy(0).ok());
-  ASSERT_EQ(WaitForLeader(cluster), 0);
+  ASSERT_TRUE(SingleReplicaReady(cluster));
   KvPool pool(cluster.endpoints(), 1);
   KvConnection* conn = pool.connection(0, 0);
-  auto warm = SendAndWait(conn, MakeGet("k"), absl::Seconds(10));
-  ASSERT_TRUE(warm.has_value());
-  ASSERT_EQ(CodeOf(*warm), absl::StatusCode::kOk) << warm->message();
+  ASSERT_TRUE(StreamOpen(conn));
 
   // Paused first, so the request is surely in flight (sent, unanswered) when
   // the process dies; its deadline is far away, so only the broken stream can
@@ -566,13 +581,10 @@ TEST(KvConnection, RequestInFlightFailsUnavailableWhenTheReplicaIsKilled) {
 
 TEST(KvConnection, OpensANewStreamAfterTheReplicaRestarts) {
   ProcessCluster cluster(1, kFastRaft);
-  ASSERT_TRUE(cluster.WaitHealthy(0).ok());
-  ASSERT_EQ(WaitForLeader(cluster), 0);
+  ASSERT_TRUE(SingleReplicaReady(cluster));
   KvPool pool(cluster.endpoints(), 1);
   KvConnection* conn = pool.connection(0, 0);
-  auto warm = SendAndWait(conn, MakeGet("k"), absl::Seconds(10));
-  ASSERT_TRUE(warm.has_value());
-  ASSERT_EQ(CodeOf(*warm), absl::StatusCode::kOk) << warm->message();
+  ASSERT_TRUE(StreamOpen(conn));
 
   cluster.Restart(0);  // kill -9, start again
   ASSERT_TRUE(cluster.WaitHealthy(0).ok());
@@ -591,8 +603,7 @@ TEST(KvConnection, OpensANewStreamAfterTheReplicaRestarts) {
 
 TEST(KvConnection, SendsRacingAStreamThatBreaksAreSafeAndAllAnswered) {
   ProcessCluster cluster(1, kFastRaft);
-  ASSERT_TRUE(cluster.WaitHealthy(0).ok());
-  ASSERT_EQ(WaitForLeader(cluster), 0);
+  ASSERT_TRUE(SingleReplicaReady(cluster));
   KvPool pool(cluster.endpoints(), 1);
   KvConnection* conn = pool.connection(0, 0);
 
@@ -632,13 +643,10 @@ TEST(KvConnection, SendsRacingAStreamThatBreaksAreSafeAndAllAnswered) {
 
 TEST(KvPool, DestroyedWithRequestsInFlightRunsEveryCallbackOnceBeforeReturning) {
   ProcessCluster cluster(1, kFastRaft);
-  ASSERT_TRUE(cluster.WaitHealthy(0).ok());
-  ASSERT_EQ(WaitForLeader(cluster), 0);
+  ASSERT_TRUE(SingleReplicaReady(cluster));
   auto pool = std::make_unique<KvPool>(cluster.endpoints(), 2);
   for (int c = 0; c < 2; ++c) {
-    auto warm = SendAndWait(pool->connection(0, c), MakeGet("k"), absl::Seconds(10));
-    ASSERT_TRUE(warm.has_value());
-    ASSERT_EQ(CodeOf(*warm), absl::StatusCode::kOk) << warm->message();
+    ASSERT_TRUE(StreamOpen(pool->connection(0, c)));
   }
   PauseAndSettle(cluster, 0);  // nothing will be answered
 
