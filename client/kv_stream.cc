@@ -1,6 +1,7 @@
 #include "client/kv_stream.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -112,6 +113,10 @@ void KvConnection::Send(KvRequest request, absl::Time deadline, Callback done) {
         start = stream_;
       }
       pending_.emplace(id, Pending{std::move(done), deadline, stream_});
+      const int64_t due = absl::ToUnixNanos(deadline);
+      if (due < earliest_deadline_ns_.load(std::memory_order_relaxed)) {
+        earliest_deadline_ns_.store(due, std::memory_order_relaxed);
+      }
       if (!stream_->writing_) {
         stream_->writing_ = true;
         stream_->sending_ = std::move(outbox_);
@@ -211,17 +216,23 @@ void KvConnection::OnStreamDone(Stream* stream, const grpc::Status& status) {
 }
 
 void KvConnection::ExpireDeadlines(absl::Time now) {
+  // The timer calls this for every connection every few milliseconds while
+  // deadlines are seconds away: skip the lock and the scan until one is due.
+  if (absl::ToUnixNanos(now) < earliest_deadline_ns_.load(std::memory_order_relaxed)) return;
   std::vector<Callback> expired;
   {
     absl::MutexLock lock(&mu_);
+    int64_t earliest = std::numeric_limits<int64_t>::max();
     for (auto it = pending_.begin(); it != pending_.end();) {
       if (it->second.deadline <= now) {
         expired.push_back(std::move(it->second.done));
         pending_.erase(it++);
       } else {
+        earliest = std::min(earliest, absl::ToUnixNanos(it->second.deadline));
         ++it;
       }
     }
+    earliest_deadline_ns_.store(earliest, std::memory_order_relaxed);
   }
   for (Callback& done : expired) {
     done(ErrorResponse(grpc::StatusCode::DEADLINE_EXCEEDED, "no answer in time"));

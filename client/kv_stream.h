@@ -17,8 +17,10 @@
 // block; they may start the next operation.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -80,6 +82,12 @@ class KvConnection {
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
   kv::pb::KvRequestBatch outbox_ ABSL_GUARDED_BY(mu_);  // waiting for a write
+  // No deadline in pending_ is before this (Unix ns); written under mu_, read
+  // without it by ExpireDeadlines to skip connections with nothing due. It
+  // may be too early (answered requests do not raise it: one needless scan);
+  // a timer pass racing the Send that lowers it sees the new value on its
+  // next pass, one timer period later.
+  std::atomic<int64_t> earliest_deadline_ns_{std::numeric_limits<int64_t>::max()};
 };
 
 class KvPool {

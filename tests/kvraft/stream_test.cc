@@ -533,13 +533,35 @@ TEST(KvConnection, RequestToAPausedReplicaExpiresAtItsDeadline) {
   ASSERT_TRUE(StreamOpen(conn));
 
   PauseAndSettle(cluster, 0);
+  // A request with a far deadline goes first: the nearer deadline of the
+  // next one must still be noticed (the timer skips connections whose
+  // earliest deadline is not due), and the far one must not expire with it.
+  absl::Mutex mu;
+  std::optional<pb::KvResponse> far;
+  conn->Send(MakeGet("k"), absl::Now() + absl::Seconds(60), [&](pb::KvResponse r) {
+    absl::MutexLock lock(&mu);
+    far = std::move(r);
+  });
   const absl::Time start = absl::Now();
   auto resp = SendAndWait(conn, MakeGet("k"), absl::Seconds(1));
   const absl::Duration took = absl::Now() - start;
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_FALSE(far.has_value()) << "a request expired 59 s before its deadline";
+  }
   cluster.Resume(0);
   ASSERT_TRUE(resp.has_value()) << "no answer 1 s + slack after the deadline";
   EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kDeadlineExceeded) << resp->message();
   EXPECT_GE(took, absl::Milliseconds(950)) << "expired before its deadline";
+  absl::MutexLock lock(&mu);
+  EXPECT_TRUE(mu.AwaitWithTimeout(
+      absl::Condition(
+          +[](std::optional<pb::KvResponse>* r) { return r->has_value(); }, &far),
+      absl::Seconds(20)))
+      << "the far request was not answered after the replica resumed";
+  if (far.has_value()) {
+    EXPECT_EQ(CodeOf(*far), absl::StatusCode::kOk) << far->message();
+  }
 }
 
 TEST(KvConnection, RequestInFlightFailsUnavailableWhenTheReplicaIsKilled) {
