@@ -16,6 +16,7 @@
 #include "client/clerk.h"
 #include "client/kv_stream.h"
 #include "common/init.h"
+#include "common/stats.h"
 
 ABSL_FLAG(std::string, endpoints, "", "Comma-separated replica addresses HOST:PORT. Required.");
 ABSL_FLAG(int, clients, 16, "Concurrent clients; each is one session with one request in flight.");
@@ -46,10 +47,9 @@ struct ClientStats {
   std::string last_error;
 };
 
-double Percentile(const std::vector<int64_t>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  size_t i = static_cast<size_t>(p * (sorted.size() - 1) + 0.5);
-  return sorted[std::min(i, sorted.size() - 1)] / 1000.0;
+// The q-quantile of latencies in microseconds, in milliseconds.
+double PercentileMs(const std::vector<int64_t>& sorted_us, double q) {
+  return static_cast<double>(ds::common::Percentile(sorted_us, q)) / 1000.0;
 }
 
 }  // namespace
@@ -192,8 +192,8 @@ int main(int argc, char** argv) {
         "\n",
         clients, conns, elapsed, value_size, read_ratio, keys, all.size(),
         static_cast<long long>(reads), static_cast<long long>(writes),
-        static_cast<long long>(errors), ops_per_sec, Percentile(all, 0.5), Percentile(all, 0.9),
-        Percentile(all, 0.99), mx);
+        static_cast<long long>(errors), ops_per_sec, PercentileMs(all, 0.5), PercentileMs(all, 0.9),
+        PercentileMs(all, 0.99), mx);
   } else {
     std::printf(
         "kvbench: clients=%d conns=%d duration=%.1fs value_size=%d read_ratio=%.2f keys=%d\n",
@@ -202,8 +202,8 @@ int main(int argc, char** argv) {
                 static_cast<long long>(reads), static_cast<long long>(writes),
                 static_cast<long long>(errors));
     std::printf("throughput: %.1f ops/s\n", ops_per_sec);
-    std::printf("latency (ms): p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n", Percentile(all, 0.5),
-                Percentile(all, 0.9), Percentile(all, 0.99), mx);
+    std::printf("latency (ms): p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n", PercentileMs(all, 0.5),
+                PercentileMs(all, 0.9), PercentileMs(all, 0.99), mx);
   }
   if (errors > 0) {
     std::fprintf(stderr, "kvbench: %lld operations failed; last error: %s\n",

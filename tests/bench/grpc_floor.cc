@@ -56,6 +56,7 @@
 #include "common/grpc_server.h"
 #include "common/init.h"
 #include "common/net.h"
+#include "common/stats.h"
 #include "common/subprocess.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/bench/bench_echo.grpc.pb.h"
@@ -498,12 +499,6 @@ std::shared_ptr<grpc::Channel> MakeChannel(const LoadOptions& options, int conne
   return grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
 }
 
-int64_t Percentile(const std::vector<int64_t>& sorted_ns, double q) {
-  if (sorted_ns.empty()) return 0;
-  const size_t i = static_cast<size_t>(q * static_cast<double>(sorted_ns.size() - 1));
-  return sorted_ns[i];
-}
-
 std::string GrpcEnvSummary() {
   std::vector<std::string> parts;
   for (const char* name : {"GRPC_POLL_STRATEGY", "GRPC_EXPERIMENTS", "GRPC_ENABLE_FORK_SUPPORT"}) {
@@ -598,8 +593,8 @@ int RunClient(const LoadOptions& options) {
       options.stream ? "stream" : "unary", options.conns, options.inflight, options.payload_bytes,
       ops / wall_s, have_server ? per_op(server_us).c_str() : "n/a", per_op(client_us).c_str(),
       have_server ? per_op(server_us + client_us).c_str() : "n/a",
-      static_cast<double>(Percentile(latencies, 0.50)) / 1e3,
-      static_cast<double>(Percentile(latencies, 0.99)) / 1e3,
+      static_cast<double>(ds::common::Percentile(latencies, 0.50)) / 1e3,
+      static_cast<double>(ds::common::Percentile(latencies, 0.99)) / 1e3,
       ops > 0 && server_switches >= 0 ? server_switches / ops : -1.0,
       ops > 0 ? client_switches / ops : 0.0, other_pct, static_cast<long long>(errors),
       args.c_str(), GrpcEnvSummary().c_str());

@@ -6,6 +6,7 @@
 #include "client/kv_stream.h"
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -95,21 +96,44 @@ struct CallResult {
   int calls ABSL_GUARDED_BY(mu) = 0;
 };
 
+// A callback that records its first value into `r` (and counts every call).
+template <typename T>
+std::function<void(T)> RecordInto(std::shared_ptr<CallResult<T>> r) {
+  return [r](T v) {
+    absl::MutexLock lock(&r->mu);
+    if (++r->calls == 1) r->value = std::move(v);
+  };
+}
+
+// Waits up to `limit` for the callback recording into `r`. nullopt: no
+// callback in time (a hang, or a call not yet answered).
+template <typename T>
+std::optional<T> AwaitResult(CallResult<T>& r, absl::Duration limit) {
+  absl::MutexLock lock(&r.mu);
+  r.mu.AwaitWithTimeout(absl::Condition(
+                            +[](int* calls) { return *calls > 0; }, &r.calls),
+                        limit);
+  EXPECT_LE(r.calls, 1) << "a callback ran more than once";
+  return r.value;
+}
+
 // Starts a call with `start(callback)` and waits up to `limit` for its
 // callback. nullopt: no callback in time (a hang).
 template <typename T, typename Start>
 std::optional<T> Await(Start start, absl::Duration limit) {
   auto r = std::make_shared<CallResult<T>>();
-  start([r](T v) {
-    absl::MutexLock lock(&r->mu);
-    if (++r->calls == 1) r->value = std::move(v);
-  });
-  absl::MutexLock lock(&r->mu);
-  r->mu.AwaitWithTimeout(absl::Condition(
-                             +[](int* calls) { return *calls > 0; }, &r->calls),
-                         limit);
-  EXPECT_LE(r->calls, 1) << "a callback ran more than once";
-  return std::move(r->value);
+  start(RecordInto(r));
+  return AwaitResult(*r, limit);
+}
+
+// Sends `request` on `conn` with a deadline `timeout` from now without
+// waiting; its answer lands in the result (AwaitResult), which the callback
+// keeps alive however late it comes.
+std::shared_ptr<CallResult<pb::KvResponse>> SendLater(KvConnection* conn, pb::KvRequest request,
+                                                      absl::Duration timeout) {
+  auto r = std::make_shared<CallResult<pb::KvResponse>>();
+  conn->Send(std::move(request), absl::Now() + timeout, RecordInto(r));
+  return r;
 }
 
 // Sends `request` on `conn` with a deadline `timeout` from now and waits for
@@ -536,32 +560,19 @@ TEST(KvConnection, RequestToAPausedReplicaExpiresAtItsDeadline) {
   // A request with a far deadline goes first: the nearer deadline of the
   // next one must still be noticed (the timer skips connections whose
   // earliest deadline is not due), and the far one must not expire with it.
-  absl::Mutex mu;
-  std::optional<pb::KvResponse> far;
-  conn->Send(MakeGet("k"), absl::Now() + absl::Seconds(60), [&](pb::KvResponse r) {
-    absl::MutexLock lock(&mu);
-    far = std::move(r);
-  });
+  auto far = SendLater(conn, MakeGet("k"), absl::Seconds(60));
   const absl::Time start = absl::Now();
   auto resp = SendAndWait(conn, MakeGet("k"), absl::Seconds(1));
   const absl::Duration took = absl::Now() - start;
-  {
-    absl::MutexLock lock(&mu);
-    EXPECT_FALSE(far.has_value()) << "a request expired 59 s before its deadline";
-  }
+  EXPECT_FALSE(AwaitResult(*far, absl::ZeroDuration()).has_value())
+      << "a request expired 59 s before its deadline";
   cluster.Resume(0);
   ASSERT_TRUE(resp.has_value()) << "no answer 1 s + slack after the deadline";
   EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kDeadlineExceeded) << resp->message();
   EXPECT_GE(took, absl::Milliseconds(950)) << "expired before its deadline";
-  absl::MutexLock lock(&mu);
-  EXPECT_TRUE(mu.AwaitWithTimeout(
-      absl::Condition(
-          +[](std::optional<pb::KvResponse>* r) { return r->has_value(); }, &far),
-      absl::Seconds(20)))
-      << "the far request was not answered after the replica resumed";
-  if (far.has_value()) {
-    EXPECT_EQ(CodeOf(*far), absl::StatusCode::kOk) << far->message();
-  }
+  auto far_resp = AwaitResult(*far, absl::Seconds(20));
+  ASSERT_TRUE(far_resp.has_value()) << "the far request was not answered after the replica resumed";
+  EXPECT_EQ(CodeOf(*far_resp), absl::StatusCode::kOk) << far_resp->message();
 }
 
 TEST(KvConnection, RequestInFlightFailsUnavailableWhenTheReplicaIsKilled) {
@@ -575,22 +586,12 @@ TEST(KvConnection, RequestInFlightFailsUnavailableWhenTheReplicaIsKilled) {
   // the process dies; its deadline is far away, so only the broken stream can
   // end it in time.
   PauseAndSettle(cluster, 0);
-  auto in_flight = std::make_shared<CallResult<pb::KvResponse>>();
-  conn->Send(MakeGet("k"), absl::Now() + absl::Seconds(60), [in_flight](pb::KvResponse r) {
-    absl::MutexLock lock(&in_flight->mu);
-    if (++in_flight->calls == 1) in_flight->value = std::move(r);
-  });
+  auto in_flight = SendLater(conn, MakeGet("k"), absl::Seconds(60));
   absl::SleepFor(absl::Milliseconds(300));
   cluster.Kill(0);
-  {
-    absl::MutexLock lock(&in_flight->mu);
-    in_flight->mu.AwaitWithTimeout(absl::Condition(
-                                       +[](int* calls) { return *calls > 0; }, &in_flight->calls),
-                                   absl::Seconds(10));
-    ASSERT_TRUE(in_flight->value.has_value()) << "the request outlived its replica";
-    EXPECT_EQ(CodeOf(*in_flight->value), absl::StatusCode::kUnavailable)
-        << in_flight->value->message();
-  }
+  auto killed = AwaitResult(*in_flight, absl::Seconds(10));
+  ASSERT_TRUE(killed.has_value()) << "the request outlived its replica";
+  EXPECT_EQ(CodeOf(*killed), absl::StatusCode::kUnavailable) << killed->message();
 
   // A request sent after the kill fails too (no replica to connect to) rather
   // than waiting forever for the stream.
