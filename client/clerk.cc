@@ -1,78 +1,93 @@
 #include "client/clerk.h"
 
-#include <algorithm>
+#include <utility>
 
-#include "absl/random/random.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "common/status.h"
+#include "common/timer.h"
 #include "proto/health.grpc.pb.h"
 
 namespace ds::client {
-bool IsFinalError(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::NOT_FOUND:
-    case grpc::StatusCode::ALREADY_EXISTS:
-    case grpc::StatusCode::PERMISSION_DENIED:
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::OUT_OF_RANGE:
-    case grpc::StatusCode::UNIMPLEMENTED:
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return true;
-    default:
-      return false;
-  }
+
+using kv::pb::KvRequest;
+using kv::pb::KvResponse;
+
+RetryOptions ToRetryOptions(const ClerkOptions& o) {
+  return {.operation_timeout = o.operation_timeout,
+          .attempt_timeout = o.attempt_timeout,
+          .initial_backoff = o.initial_backoff,
+          .max_backoff = o.max_backoff};
 }
 
-size_t NextReplica(const std::vector<std::string>& endpoints, size_t target,
-                   const std::string& hint) {
-  auto it = std::find(endpoints.begin(), endpoints.end(), hint);
-  if (!hint.empty() && it != endpoints.end() &&
-      static_cast<size_t>(it - endpoints.begin()) != target) {
-    return it - endpoints.begin();
-  }
-  return (target + 1) % endpoints.size();
-}
-
-absl::Duration RetryBackoff::OnFailure(size_t replicas) {
-  if (++failures_this_round_ < replicas) return absl::ZeroDuration();
-  failures_this_round_ = 0;
-  absl::BitGen jitter;
-  absl::Duration sleep = backoff_ * absl::Uniform(jitter, 0.5, 1.5);
-  backoff_ = std::min(backoff_ * 2, max_);
-  return sleep;
-}
-
-namespace {
-
-std::string LeaderHint(const grpc::ClientContext& ctx) {
-  const auto& md = ctx.GetServerTrailingMetadata();
-  auto it = md.find("ds-leader-address");
-  if (it == md.end()) return "";
-  return std::string(it->second.data(), it->second.size());
-}
-
-}  // namespace
-
-absl::StatusOr<std::vector<std::string>> ParseEndpoints(const std::string& list) {
-  std::vector<std::string> out;
-  for (absl::string_view part : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
-    std::string e(absl::StripAsciiWhitespace(part));
-    size_t colon = e.rfind(':');
-    int port = 0;
-    if (colon == std::string::npos || colon == 0 ||
-        !absl::SimpleAtoi(absl::string_view(e).substr(colon + 1), &port) || port <= 0 ||
-        port > 65535) {
-      return absl::InvalidArgumentError(absl::StrCat("bad endpoint '", e, "': want HOST:PORT"));
+// Unary KvService calls over one channel per replica, with the callback API.
+class Clerk::Transport final : public KvTransport {
+ public:
+  explicit Transport(const ClerkOptions& options) : endpoints_(options.endpoints) {
+    for (size_t i = 0; i < endpoints_.size(); ++i) {
+      std::shared_ptr<grpc::Channel> ch =
+          options.channels.empty() ? MakeChannel(endpoints_[i]) : options.channels[i];
+      kv_.push_back(kv::pb::KvService::NewStub(ch));
+      replica_.push_back(rsm::pb::Replica::NewStub(ch));
     }
-    out.push_back(e);
   }
-  if (out.empty()) return absl::InvalidArgumentError("no endpoints given");
-  return out;
-}
+  // Members are destroyed in reverse order: the timer's thread first, then
+  // calls_ (cancels what is in flight, late leader probes, and waits for
+  // their callbacks), then the stubs.
+
+  const std::vector<std::string>& endpoints() const override { return endpoints_; }
+
+  void Probe(size_t i, absl::Time deadline,
+             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
+    ProbeReplica(replica_[i].get(), &calls_, deadline, std::move(done));
+  }
+
+  void RunAt(absl::Time when, std::function<void()> fn) override {
+    timer_.RunAt(when, std::move(fn));
+  }
+
+  void Send(size_t i, KvRequest req, absl::Time deadline,
+            std::function<void(KvResponse)> done) override {
+    grpc::ClientContext* ctx = calls_.Begin();
+    if (ctx == nullptr) {
+      KvResponse r;
+      r.mutable_status()->set_code(grpc::StatusCode::UNAVAILABLE);
+      r.mutable_status()->set_message("clerk closing");
+      return done(std::move(r));
+    }
+    ctx->set_deadline(absl::ToChronoTime(deadline));
+    // The request and the response outlive the call.
+    auto call = std::make_shared<std::pair<KvRequest, KvResponse>>(std::move(req), KvResponse());
+    auto finish = [this, ctx, call, done = std::move(done)](grpc::Status st) {
+      KvResponse& resp = call->second;
+      *resp.mutable_status() = ToReplyStatus(st, *ctx);
+      done(std::move(resp));
+      calls_.Finish(ctx);
+    };
+    KvRequest& r = call->first;
+    KvResponse& resp = call->second;
+    auto* stub = kv_[i]->async();
+    switch (r.op_case()) {
+      case KvRequest::kGet:
+        return stub->Get(ctx, &r.get(), resp.mutable_get(), std::move(finish));
+      case KvRequest::kPut:
+        return stub->Put(ctx, &r.put(), resp.mutable_put(), std::move(finish));
+      case KvRequest::kAppend:
+        return stub->Append(ctx, &r.append(), resp.mutable_append(), std::move(finish));
+      case KvRequest::kDelete:
+        return stub->Delete(ctx, &r.delete_(), resp.mutable_delete_(), std::move(finish));
+      default:
+        finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request without an operation"));
+    }
+  }
+
+ private:
+  const std::vector<std::string> endpoints_;
+  std::vector<std::unique_ptr<kv::pb::KvService::Stub>> kv_;
+  std::vector<std::unique_ptr<rsm::pb::Replica::Stub>> replica_;
+  CallTracker calls_;
+  common::Timer timer_;
+};
 
 absl::StatusOr<std::unique_ptr<Clerk>> Clerk::Create(ClerkOptions options) {
   if (options.endpoints.empty()) return absl::InvalidArgumentError("no endpoints given");
@@ -90,176 +105,73 @@ absl::StatusOr<std::unique_ptr<Clerk>> Clerk::Create(ClerkOptions options) {
   return std::unique_ptr<Clerk>(new Clerk(std::move(options)));
 }
 
-Clerk::Clerk(ClerkOptions options) : options_(std::move(options)) {
-  absl::MutexLock lock(&mu_);
-  stubs_.resize(options_.endpoints.size());
-  if (options_.client_id != 0) {
-    client_id_ = options_.client_id;
-    last_sequence_ = options_.last_sequence;
+Clerk::Clerk(ClerkOptions options)
+    : options_(std::move(options)), transport_(std::make_unique<Transport>(options_)) {
+  client_ = std::make_unique<KvClient>(transport_.get(),
+                                       std::make_shared<LeaderCache>(options_.endpoints),
+                                       ToRetryOptions(options_), options_.session);
+}
+
+Clerk::~Clerk() {
+  // Cancels calls still in flight (late leader probes) before the client goes.
+  transport_.reset();
+}
+
+namespace {
+
+// Waits for an asynchronous result.
+template <typename T>
+struct Waiter {
+  T result;
+  absl::Notification done;
+  T Wait() {
+    done.WaitForNotification();
+    return std::move(result);
   }
-}
-
-uint64_t Clerk::client_id() const {
-  absl::MutexLock lock(&mu_);
-  return client_id_;
-}
-
-uint64_t Clerk::last_sequence() const {
-  absl::MutexLock lock(&mu_);
-  return last_sequence_;
-}
-
-std::shared_ptr<grpc::Channel> MakeKvChannel(const std::string& endpoint, int connection_id) {
-  grpc::ChannelArguments args;
-  // A replica that was down should be retried within a second of coming back,
-  // not after gRPC's default backoff of up to two minutes.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  args.SetMaxReceiveMessageSize(64 << 20);
-  args.SetMaxSendMessageSize(64 << 20);
-  // gRPC shares one connection among channels with equal arguments; a distinct
-  // argument value gives a channel its own.
-  args.SetInt("ds.connection_id", connection_id);
-  return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
-}
-
-kv::pb::KvService::Stub* Clerk::StubFor(size_t endpoint) {
-  if (stubs_[endpoint] == nullptr) {
-    stubs_[endpoint] = kv::pb::KvService::NewStub(options_.channels.empty()
-                                                      ? MakeKvChannel(options_.endpoints[endpoint])
-                                                      : options_.channels[endpoint]);
+  auto Callback() {
+    return [this](T r) {
+      result = std::move(r);
+      done.Notify();
+    };
   }
-  return stubs_[endpoint].get();
-}
+};
 
-template <typename Attempt>
-absl::Status Clerk::WithRetries(const char* op, absl::Time deadline, Attempt attempt) {
-  const size_t n = options_.endpoints.size();
-  RetryBackoff backoff(options_);
-  std::string last_error = "no attempt made";
-  while (true) {
-    absl::Time now = absl::Now();
-    if (now >= deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat(op, ": no answer within ", absl::FormatDuration(options_.operation_timeout),
-                       "; last error: ", last_error));
-    }
-    const size_t target = leader_;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(std::min(deadline, now + options_.attempt_timeout)));
-    grpc::Status st = attempt(StubFor(target), &ctx);
-    if (st.ok()) return absl::OkStatus();
-    last_error = absl::StrCat(options_.endpoints[target], ": ", st.error_message());
-    if (IsFinalError(st.error_code())) {
-      return common::FromGrpcStatus(grpc::Status(st.error_code(), last_error));
-    }
-    // Not the leader, timed out or unreachable.
-    leader_ = NextReplica(
-        options_.endpoints, target,
-        st.error_code() == grpc::StatusCode::UNAVAILABLE ? LeaderHint(ctx) : std::string());
-    if (absl::Duration pause = backoff.OnFailure(n); pause > absl::ZeroDuration()) {
-      absl::SleepFor(std::min(pause, deadline - absl::Now()));
-    }
-  }
-}
-
-absl::Status Clerk::EnsureSession(absl::Time deadline) {
-  if (client_id_ != 0) return absl::OkStatus();
-  kv::pb::RegisterResponse resp;
-  // Retrying a Register whose reply was lost opens a second session on the
-  // servers; the first is never used and expires. That costs a table slot,
-  // never a write applied twice.
-  absl::Status st = WithRetries("register", deadline,
-                                [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
-                                  return stub->Register(ctx, kv::pb::RegisterRequest(), &resp);
-                                });
-  if (!st.ok()) return st;
-  if (resp.client_id() == 0) {
-    return absl::InternalError("register: the server returned client id 0");
-  }
-  client_id_ = resp.client_id();
-  last_sequence_ = 0;
-  return absl::OkStatus();
-}
-
-template <typename Request, typename Call>
-absl::Status Clerk::Write(const char* op, Request& req, Call call) {
-  // Registering is part of the caller's first write: one deadline for both.
-  const absl::Time deadline = absl::Now() + options_.operation_timeout;
-  if (absl::Status st = EnsureSession(deadline); !st.ok()) return st;
-  req.set_client_id(client_id_);
-  // A sequence number is used once, whatever the outcome: after a timeout the
-  // command may still be applied later, so the next command must not reuse it.
-  req.set_sequence(++last_sequence_);
-  absl::Status st =
-      WithRetries(op, deadline, [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
-        return call(stub, ctx, req);
-      });
-  if (st.code() == absl::StatusCode::kFailedPrecondition) {
-    // The servers forgot the session (expired or evicted). Drop it so that the
-    // next write opens a new one, but do not re-send this write under a new
-    // session: it may have been applied before the session was forgotten.
-    client_id_ = 0;
-    last_sequence_ = 0;
-  }
-  return st;
-}
+}  // namespace
 
 absl::StatusOr<GetResult> Clerk::Get(const std::string& key) {
-  absl::MutexLock lock(&mu_);
-  kv::pb::GetRequest req;
-  req.set_key(key);
-  req.set_client_id(client_id_);  // for tracing only; 0 before the first write
-  kv::pb::GetResponse resp;
-  absl::Status st = WithRetries("get", absl::Now() + options_.operation_timeout,
-                                [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx) {
-                                  return stub->Get(ctx, req, &resp);
-                                });
-  if (!st.ok()) return st;
-  return GetResult{resp.found(), resp.value()};
+  absl::MutexLock lock(&op_mu_);
+  Waiter<absl::StatusOr<GetResult>> w;
+  client_->Get(key, w.Callback());
+  return w.Wait();
 }
 
 absl::Status Clerk::Put(const std::string& key, const std::string& value) {
-  absl::MutexLock lock(&mu_);
-  kv::pb::PutRequest req;
-  req.set_key(key);
-  req.set_value(value);
-  kv::pb::PutResponse resp;
-  return Write("put", req,
-               [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx,
-                   const kv::pb::PutRequest& r) { return stub->Put(ctx, r, &resp); });
+  absl::MutexLock lock(&op_mu_);
+  Waiter<absl::Status> w;
+  client_->Put(key, value, w.Callback());
+  return w.Wait();
 }
 
 absl::Status Clerk::Append(const std::string& key, const std::string& value) {
-  absl::MutexLock lock(&mu_);
-  kv::pb::AppendRequest req;
-  req.set_key(key);
-  req.set_value(value);
-  kv::pb::AppendResponse resp;
-  return Write("append", req,
-               [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx,
-                   const kv::pb::AppendRequest& r) { return stub->Append(ctx, r, &resp); });
+  absl::MutexLock lock(&op_mu_);
+  Waiter<absl::Status> w;
+  client_->Append(key, value, w.Callback());
+  return w.Wait();
 }
 
 absl::StatusOr<bool> Clerk::Delete(const std::string& key) {
-  absl::MutexLock lock(&mu_);
-  kv::pb::DeleteRequest req;
-  req.set_key(key);
-  kv::pb::DeleteResponse resp;
-  absl::Status st =
-      Write("del", req,
-            [&](kv::pb::KvService::Stub* stub, grpc::ClientContext* ctx,
-                const kv::pb::DeleteRequest& r) { return stub->Delete(ctx, r, &resp); });
-  if (!st.ok()) return st;
-  return resp.found();
+  absl::MutexLock lock(&op_mu_);
+  Waiter<absl::StatusOr<bool>> w;
+  client_->Delete(key, w.Callback());
+  return w.Wait();
 }
 
-absl::StatusOr<kv::pb::StatusResponse> Clerk::EndpointStatus(const std::string& endpoint) {
-  auto stub = kv::pb::KvService::NewStub(MakeKvChannel(endpoint));
+absl::StatusOr<rsm::pb::StatusResponse> Clerk::EndpointStatus(const std::string& endpoint) {
+  auto stub = rsm::pb::Replica::NewStub(MakeChannel(endpoint));
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.attempt_timeout));
-  kv::pb::StatusResponse resp;
-  grpc::Status st = stub->Status(&ctx, kv::pb::StatusRequest(), &resp);
+  rsm::pb::StatusResponse resp;
+  grpc::Status st = stub->Status(&ctx, rsm::pb::StatusRequest(), &resp);
   if (!st.ok()) {
     return common::FromGrpcStatus(
         grpc::Status(st.error_code(), absl::StrCat(endpoint, ": ", st.error_message())));
@@ -268,7 +180,7 @@ absl::StatusOr<kv::pb::StatusResponse> Clerk::EndpointStatus(const std::string& 
 }
 
 absl::Status Clerk::EndpointHealth(const std::string& endpoint) {
-  auto stub = grpc::health::v1::Health::NewStub(MakeKvChannel(endpoint));
+  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(endpoint));
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.attempt_timeout));
   grpc::health::v1::HealthCheckResponse resp;

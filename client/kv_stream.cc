@@ -18,8 +18,8 @@ namespace {
 
 KvResponse ErrorResponse(grpc::StatusCode code, std::string message) {
   KvResponse r;
-  r.set_code(code);
-  r.set_message(std::move(message));
+  r.mutable_status()->set_code(code);
+  r.mutable_status()->set_message(std::move(message));
   return r;
 }
 
@@ -248,10 +248,14 @@ constexpr absl::Duration kTimerPeriod = absl::Milliseconds(5);
 }  // namespace
 
 KvPool::KvPool(std::vector<std::string> endpoints, int connections_per_endpoint)
-    : endpoints_(std::move(endpoints)), per_endpoint_(std::max(1, connections_per_endpoint)) {
+    : endpoints_(std::move(endpoints)),
+      per_endpoint_(std::max(1, connections_per_endpoint)),
+      leader_(std::make_shared<LeaderCache>(endpoints_)) {
   for (const std::string& e : endpoints_) {
     for (int c = 0; c < per_endpoint_; ++c) {
-      connections_.push_back(std::make_unique<KvConnection>(MakeKvChannel(e, c)));
+      std::shared_ptr<grpc::Channel> ch = MakeChannel(e, c);
+      if (c == 0) replica_.push_back(rsm::pb::Replica::NewStub(ch));
+      connections_.push_back(std::make_unique<KvConnection>(std::move(ch)));
     }
   }
   timer_thread_ = std::thread([this] { RunTimer(); });
@@ -260,6 +264,7 @@ KvPool::KvPool(std::vector<std::string> endpoints, int connections_per_endpoint)
 KvPool::~KvPool() {
   stop_.Notify();
   timer_thread_.join();
+  calls_.Close();  // late leader probes, while the connections still exist
   connections_.clear();
 }
 
@@ -270,6 +275,11 @@ KvConnection* KvPool::connection(size_t endpoint, int index) {
 void KvPool::RunAt(absl::Time when, std::function<void()> fn) {
   absl::MutexLock lock(&mu_);
   timers_.emplace(when, std::move(fn));
+}
+
+void KvPool::Probe(size_t endpoint, absl::Time deadline,
+                   std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) {
+  ProbeReplica(replica_[endpoint].get(), &calls_, deadline, std::move(done));
 }
 
 void KvPool::RunTimer() {
@@ -290,178 +300,51 @@ void KvPool::RunTimer() {
 
 // ---- AsyncClerk ----
 
-struct AsyncClerk::Call {
-  explicit Call(const ClerkOptions& options) : backoff(options) {}
-  KvRequest request;
-  absl::Time deadline;
-  ResponseCallback done;
-  RetryBackoff backoff;
-  std::string last_error = "no attempt made";
+// The pool as one clerk sees it: its own connection to each replica.
+class AsyncClerk::Transport final : public KvTransport {
+ public:
+  Transport(KvPool* pool, int connection_index) : pool_(pool), index_(connection_index) {}
+  const std::vector<std::string>& endpoints() const override { return pool_->endpoints(); }
+  void Probe(size_t i, absl::Time deadline,
+             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
+    pool_->Probe(i, deadline, std::move(done));
+  }
+  void RunAt(absl::Time when, std::function<void()> fn) override {
+    pool_->RunAt(when, std::move(fn));
+  }
+  void Send(size_t i, KvRequest request, absl::Time deadline,
+            std::function<void(KvResponse)> done) override {
+    pool_->connection(i, index_)->Send(std::move(request), deadline, std::move(done));
+  }
+
+ private:
+  KvPool* const pool_;
+  const int index_;
 };
 
 AsyncClerk::AsyncClerk(ClerkOptions options, std::shared_ptr<KvPool> pool, int connection_index)
-    : options_(std::move(options)), pool_(std::move(pool)), connection_index_(connection_index) {
-  absl::MutexLock lock(&mu_);
-  client_id_ = options_.client_id;
-}
+    : pool_(std::move(pool)),
+      transport_(std::make_unique<Transport>(pool_.get(), connection_index)),
+      client_(std::make_unique<KvClient>(transport_.get(), pool_->leader(),
+                                         ToRetryOptions(options), options.session)) {}
 
-uint64_t AsyncClerk::client_id() const {
-  absl::MutexLock lock(&mu_);
-  return client_id_;
-}
-
-void AsyncClerk::Run(KvRequest request, absl::Time deadline, ResponseCallback done) {
-  auto call = std::make_shared<Call>(options_);
-  call->request = std::move(request);
-  call->deadline = deadline;
-  call->done = std::move(done);
-  Attempt(std::move(call));
-}
-
-void AsyncClerk::Attempt(std::shared_ptr<Call> call) {
-  const absl::Time now = absl::Now();
-  if (now >= call->deadline) {
-    call->done(absl::DeadlineExceededError(
-        absl::StrCat("no answer within ", absl::FormatDuration(options_.operation_timeout),
-                     "; last error: ", call->last_error)));
-    return;
-  }
-  size_t target;
-  {
-    absl::MutexLock lock(&mu_);
-    target = leader_;
-  }
-  KvConnection* conn = pool_->connection(target, connection_index_);
-  conn->Send(call->request, std::min(call->deadline, now + options_.attempt_timeout),
-             [this, call, target](KvResponse resp) {
-               OnAnswer(std::move(call), target, std::move(resp));
-             });
-}
-
-void AsyncClerk::OnAnswer(std::shared_ptr<Call> call, size_t target, KvResponse resp) {
-  if (resp.code() == grpc::StatusCode::OK) {
-    call->done(std::move(resp));
-    return;
-  }
-  const auto& endpoints = pool_->endpoints();
-  call->last_error = absl::StrCat(endpoints[target], ": ", resp.message());
-  if (IsFinalError(static_cast<grpc::StatusCode>(resp.code()))) {
-    call->done(common::FromGrpcStatus(
-        grpc::Status(static_cast<grpc::StatusCode>(resp.code()), call->last_error)));
-    return;
-  }
-  // Not the leader, timed out or unreachable. Other calls of this clerk's
-  // pool may have moved leader_ meanwhile; only move it away from `target`.
-  {
-    absl::MutexLock lock(&mu_);
-    if (leader_ == target || !resp.leader_address().empty()) {
-      leader_ = NextReplica(endpoints, target, resp.leader_address());
-    }
-  }
-  if (absl::Duration pause = call->backoff.OnFailure(endpoints.size());
-      pause > absl::ZeroDuration()) {
-    pool_->RunAt(std::min(absl::Now() + pause, call->deadline), [this, call] { Attempt(call); });
-    return;
-  }
-  Attempt(std::move(call));
-}
-
-void AsyncClerk::Write(KvRequest request, ResponseCallback done) {
-  const absl::Time deadline = absl::Now() + options_.operation_timeout;
-  uint64_t client_id;
-  {
-    absl::MutexLock lock(&mu_);
-    client_id = client_id_;
-  }
-  auto send = [this, deadline](KvRequest req, ResponseCallback cb) {
-    uint64_t id, seq;
-    {
-      absl::MutexLock lock(&mu_);
-      id = client_id_;
-      // A sequence number is used once, whatever the outcome: a write that
-      // timed out may still be applied later.
-      seq = next_sequence_++;
-    }
-    auto set = [&](auto* w) {
-      w->set_client_id(id);
-      w->set_sequence(seq);
-    };
-    if (req.has_put()) set(req.mutable_put());
-    if (req.has_append()) set(req.mutable_append());
-    if (req.has_delete_()) set(req.mutable_delete_());
-    Run(std::move(req), deadline, [this, cb = std::move(cb)](absl::StatusOr<KvResponse> r) {
-      if (r.status().code() == absl::StatusCode::kFailedPrecondition) {
-        // The session expired: forget it (the next write opens a new one);
-        // this write's outcome is unknown and is not re-sent (see Clerk).
-        absl::MutexLock lock(&mu_);
-        client_id_ = 0;
-        next_sequence_ = 1;
-      }
-      cb(std::move(r));
-    });
-  };
-  if (client_id != 0) {
-    send(std::move(request), std::move(done));
-    return;
-  }
-  KvRequest reg;
-  reg.mutable_register_();
-  Run(std::move(reg), deadline,
-      [this, send, request = std::move(request),
-       done = std::move(done)](absl::StatusOr<KvResponse> r) mutable {
-        if (!r.ok()) {
-          done(r.status());
-          return;
-        }
-        {
-          absl::MutexLock lock(&mu_);
-          client_id_ = r->register_().client_id();
-          next_sequence_ = 1;
-        }
-        send(std::move(request), std::move(done));
-      });
-}
+AsyncClerk::~AsyncClerk() = default;
 
 void AsyncClerk::Get(std::string key, std::function<void(absl::StatusOr<GetResult>)> done) {
-  KvRequest req;
-  req.mutable_get()->set_key(std::move(key));
-  Run(std::move(req), absl::Now() + options_.operation_timeout,
-      [done = std::move(done)](absl::StatusOr<KvResponse> r) {
-        if (!r.ok()) {
-          done(r.status());
-          return;
-        }
-        done(GetResult{r->get().found(), std::move(*r->mutable_get()->mutable_value())});
-      });
+  client_->Get(std::move(key), std::move(done));
 }
 
 void AsyncClerk::Put(std::string key, std::string value, std::function<void(absl::Status)> done) {
-  KvRequest req;
-  req.mutable_put()->set_key(std::move(key));
-  req.mutable_put()->set_value(std::move(value));
-  Write(std::move(req),
-        [done = std::move(done)](absl::StatusOr<KvResponse> r) { done(r.status()); });
+  client_->Put(std::move(key), std::move(value), std::move(done));
 }
 
 void AsyncClerk::Append(std::string key, std::string value,
                         std::function<void(absl::Status)> done) {
-  KvRequest req;
-  req.mutable_append()->set_key(std::move(key));
-  req.mutable_append()->set_value(std::move(value));
-  Write(std::move(req),
-        [done = std::move(done)](absl::StatusOr<KvResponse> r) { done(r.status()); });
+  client_->Append(std::move(key), std::move(value), std::move(done));
 }
 
 void AsyncClerk::Delete(std::string key, std::function<void(absl::StatusOr<bool>)> done) {
-  KvRequest req;
-  req.mutable_delete_()->set_key(std::move(key));
-  Write(std::move(req), [done = std::move(done)](absl::StatusOr<KvResponse> r) {
-    if (!r.ok()) {
-      done(r.status());
-      return;
-    }
-    done(r->delete_().found());
-  });
+  client_->Delete(std::move(key), std::move(done));
 }
 
 }  // namespace ds::client

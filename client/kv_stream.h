@@ -5,13 +5,12 @@
 //   shared by any number of callers. Requests queued while a message is being
 //   written go out together in the next one; answers are matched by id.
 // - KvPool: connections to every replica of a cluster (several per replica if
-//   asked) and one timer thread that enforces request deadlines and runs
-//   delayed retries. Everything is per pool: no global state.
-// - AsyncClerk: one client session (Raft thesis §6.3) with the same rules as
-//   Clerk (client/clerk.h): it registers a session before its first write,
-//   numbers its writes, follows leader hints, retries with the same sequence
-//   number, backs off after a full round of failures, gives up at the
-//   operation deadline. Calls complete through callbacks; no thread waits.
+//   asked), the leader cache its clerks share, and one timer thread that
+//   enforces request deadlines and runs delayed retries. Everything is per
+//   pool: no global state.
+// - AsyncClerk: one client session: a KvClient (client/kv_client.h, the same
+//   engine as Clerk's) whose requests travel on the pool's streams. Calls
+//   complete through callbacks; no thread waits.
 //
 // Callbacks run on gRPC's threads or the pool's timer thread. They must not
 // block; they may start the next operation.
@@ -34,6 +33,8 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "client/clerk.h"
+#include "client/kv_client.h"
+#include "client/replica_client.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/kv.grpc.pb.h"
 
@@ -101,15 +102,23 @@ class KvPool {
   const std::vector<std::string>& endpoints() const { return endpoints_; }
   int connections_per_endpoint() const { return per_endpoint_; }
   KvConnection* connection(size_t endpoint, int index);
+  // The leader as the pool's clerks last found it.
+  const std::shared_ptr<LeaderCache>& leader() const { return leader_; }
 
   // Runs `fn` on the timer thread at `when` (within the timer's period).
   void RunAt(absl::Time when, std::function<void()> fn);
+  // Replica.Status of `endpoint`, for the leader search.
+  void Probe(size_t endpoint, absl::Time deadline,
+             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done);
 
  private:
   void RunTimer();
 
   const std::vector<std::string> endpoints_;
   const int per_endpoint_;
+  const std::shared_ptr<LeaderCache> leader_;
+  std::vector<std::unique_ptr<rsm::pb::Replica::Stub>> replica_;  // per endpoint
+  CallTracker calls_;
   std::vector<std::unique_ptr<KvConnection>> connections_;  // endpoint-major
   absl::Mutex mu_;
   std::multimap<absl::Time, std::function<void()>> timers_ ABSL_GUARDED_BY(mu_);
@@ -122,6 +131,7 @@ class AsyncClerk {
   // Uses connection `connection_index` (modulo the pool's count) to each
   // replica of `pool`; options.endpoints and options.channels are ignored.
   AsyncClerk(ClerkOptions options, std::shared_ptr<KvPool> pool, int connection_index);
+  ~AsyncClerk();
 
   // One operation at a time: start the next from the previous one's callback
   // or after it. Same results as the Clerk's methods of the same names. The
@@ -131,26 +141,13 @@ class AsyncClerk {
   void Append(std::string key, std::string value, std::function<void(absl::Status)> done);
   void Delete(std::string key, std::function<void(absl::StatusOr<bool>)> done);
 
-  // The session (0 until the first write registered one).
-  uint64_t client_id() const;
+  SessionState session() const { return client_->session(); }
 
  private:
-  struct Call;
-  using ResponseCallback = std::function<void(absl::StatusOr<kv::pb::KvResponse>)>;
-
-  void Write(kv::pb::KvRequest request, ResponseCallback done);
-  // Sends `request` until it succeeds, fails finally, or `deadline` passes.
-  void Run(kv::pb::KvRequest request, absl::Time deadline, ResponseCallback done);
-  void Attempt(std::shared_ptr<Call> call);
-  void OnAnswer(std::shared_ptr<Call> call, size_t target, kv::pb::KvResponse resp);
-
-  const ClerkOptions options_;
+  class Transport;
   const std::shared_ptr<KvPool> pool_;
-  const int connection_index_;
-  mutable absl::Mutex mu_;
-  size_t leader_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t client_id_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<KvClient> client_;
 };
 
 }  // namespace ds::client

@@ -70,23 +70,6 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
-const char* RoleName(ds::kv::pb::Role role) {
-  switch (role) {
-    case ds::kv::pb::ROLE_FOLLOWER:
-      return "follower";
-    case ds::kv::pb::ROLE_PRE_CANDIDATE:
-      return "pre-candidate";
-    case ds::kv::pb::ROLE_CANDIDATE:
-      return "candidate";
-    case ds::kv::pb::ROLE_LEADER:
-      return "leader";
-    case ds::kv::pb::ROLE_LEARNER:
-      return "learner";
-    default:
-      return "unknown";
-  }
-}
-
 class Kvctl {
  public:
   Kvctl(ds::client::Clerk* clerk, bool json) : clerk_(clerk), json_(json) {}
@@ -181,14 +164,14 @@ class Kvctl {
             "%d,"
             "\"applied_index\":%d,\"log_bytes\":%d,\"snapshot_index\":%d,\"snapshot_bytes\":%d,"
             "\"raft_loops\":%d,\"raft_saves\":%d,\"raft_fsyncs\":%d}",
-            JsonString(e), s->id(), RoleName(s->role()), s->term(), s->leader_id(),
+            JsonString(e), s->id(), ds::client::RoleName(s->role()), s->term(), s->leader_id(),
             s->commit_index(), s->applied_index(), s->log_bytes(), s->snapshot_index(),
             s->snapshot_bytes(), s->raft_loops(), s->raft_saves(), s->raft_fsyncs()));
       } else {
         Print(absl::StrFormat(
             "%s id=%d role=%s term=%d leader=%d commit=%d applied=%d log_bytes=%d "
             "snapshot_index=%d",
-            e, s->id(), RoleName(s->role()), s->term(), s->leader_id(), s->commit_index(),
+            e, s->id(), ds::client::RoleName(s->role()), s->term(), s->leader_id(), s->commit_index(),
             s->applied_index(), s->log_bytes(), s->snapshot_index()));
       }
     }

@@ -43,10 +43,10 @@
 #include "absl/time/time.h"
 #include "kvraft/kv_service.h"
 #include "proto/kv.pb.h"
-#include "raft/memory_storage.h"
-#include "raft/rng.h"
-#include "raft/rsm.h"
-#include "raft/transport.h"
+#include "raft/storage/memory_storage.h"
+#include "raft/core/rng.h"
+#include "raft/rsm/rsm.h"
+#include "raft/transport/transport.h"
 #include "tests/lincheck/linearizability.h"
 
 namespace ds::kv::lab3 {

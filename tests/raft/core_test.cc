@@ -6,8 +6,8 @@
 #include <set>
 
 #include "gtest/gtest.h"
-#include "raft/core.h"
-#include "raft/memory_storage.h"
+#include "raft/core/core.h"
+#include "raft/storage/memory_storage.h"
 
 namespace ds::raft {
 namespace {

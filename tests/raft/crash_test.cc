@@ -10,7 +10,7 @@
 #include "absl/time/clock.h"
 #include "common/subprocess.h"
 #include "gtest/gtest.h"
-#include "raft/rocksdb_storage.h"
+#include "raft/storage/rocksdb_storage.h"
 #include "tests/raft/storage_test_util.h"
 
 namespace ds::raft {

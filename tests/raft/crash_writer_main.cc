@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "raft/rocksdb_storage.h"
+#include "raft/storage/rocksdb_storage.h"
 #include "tests/raft/storage_test_util.h"
 
 int main(int argc, char** argv) {

@@ -3,11 +3,11 @@
 #include <set>
 
 #include "gtest/gtest.h"
-#include "raft/log.h"
-#include "raft/memory_storage.h"
-#include "raft/progress.h"
-#include "raft/quorum.h"
-#include "raft/rng.h"
+#include "raft/core/log.h"
+#include "raft/storage/memory_storage.h"
+#include "raft/core/progress.h"
+#include "raft/core/quorum.h"
+#include "raft/core/rng.h"
 
 namespace ds::raft {
 namespace {

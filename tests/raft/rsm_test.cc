@@ -12,8 +12,8 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "raft/memory_storage.h"
-#include "raft/rsm.h"
+#include "raft/storage/memory_storage.h"
+#include "raft/rsm/rsm.h"
 
 namespace ds::raft {
 namespace {

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "raft/memory_storage.h"
-#include "raft/rocksdb_storage.h"
-#include "raft/storage.h"
+#include "raft/storage/memory_storage.h"
+#include "raft/storage/rocksdb_storage.h"
+#include "raft/storage/storage.h"
 #include "tests/raft/storage_test_util.h"
 
 namespace ds::raft {

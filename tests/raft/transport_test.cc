@@ -14,7 +14,7 @@
 #include "common/grpc_server.h"
 #include "common/net.h"
 #include "gtest/gtest.h"
-#include "raft/grpc_transport.h"
+#include "raft/transport/grpc_transport.h"
 
 namespace ds::raft {
 namespace {

@@ -18,10 +18,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "raft/core.h"
-#include "raft/invariants.h"
-#include "raft/memory_storage.h"
-#include "raft/rng.h"
+#include "raft/core/core.h"
+#include "raft/core/invariants.h"
+#include "raft/storage/memory_storage.h"
+#include "raft/core/rng.h"
 
 namespace ds::raft::sim {
 

@@ -1,0 +1,66 @@
+// KvClient: one client session of the KV-Raft service over any KvTransport,
+// on the generic engine of client/replica_client.h (leader search, retries,
+// back-off, sessions). Asynchronous: calls complete through callbacks on the
+// transport's threads; one operation at a time per client.
+//
+// The transports: unary gRPC calls (Clerk, client/clerk.h), Batch streams
+// (AsyncClerk, client/kv_stream.h) and the in-process test network
+// (tests/kvraft/lab3_harness.h).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "client/replica_client.h"
+#include "proto/kv.pb.h"
+
+namespace ds::client {
+
+class KvTransport : public ReplicaTransport {
+ public:
+  // Sends `request` to replica `i`. `done` runs exactly once, on any thread,
+  // possibly inline, with the response; a failure of the transport itself
+  // (connection lost, no answer by `deadline`) comes as a response whose
+  // status is UNAVAILABLE or DEADLINE_EXCEEDED.
+  virtual void Send(size_t i, kv::pb::KvRequest request, absl::Time deadline,
+                    std::function<void(kv::pb::KvResponse)> done) = 0;
+};
+
+struct GetResult {
+  bool found = false;
+  std::string value;  // "" when !found
+};
+
+class KvClient {
+ public:
+  // `transport` must outlive the client and its operations; `leader` may be
+  // shared with other clients of the same replicas. `resume`: continue a
+  // session of an earlier client (client_id 0: start a new one).
+  KvClient(KvTransport* transport, std::shared_ptr<LeaderCache> leader, RetryOptions options,
+           SessionState resume = {});
+
+  // Linearizable read; needs no session. A missing key is found = false.
+  void Get(std::string key, std::function<void(absl::StatusOr<GetResult>)> done);
+  void Put(std::string key, std::string value, std::function<void(absl::Status)> done);
+  // A missing key counts as "".
+  void Append(std::string key, std::string value, std::function<void(absl::Status)> done);
+  // Whether the key existed.
+  void Delete(std::string key, std::function<void(absl::StatusOr<bool>)> done);
+
+  SessionState session() const { return session_.state(); }
+  const RetryOptions& options() const { return options_; }
+
+ private:
+  using ResponseCallback = std::function<void(absl::StatusOr<kv::pb::KvResponse>)>;
+  void Write(const char* name, kv::pb::KvRequest request, ResponseCallback done);
+
+  KvTransport* const transport_;
+  const std::shared_ptr<LeaderCache> leader_;
+  const RetryOptions options_;
+  ClientSession session_;
+};
+
+}  // namespace ds::client

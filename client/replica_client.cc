@@ -1,0 +1,530 @@
+#include "client/replica_client.h"
+
+#include <algorithm>
+#include <deque>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+
+namespace ds::client {
+
+// ---- Replies ----
+
+Reply ToReply(const rsm::pb::ReplyStatus& s) {
+  Reply r;
+  if (s.code() != 0) r.status = absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
+  r.leader_id = s.leader_id();
+  r.leader_address = s.leader_address();
+  r.not_applied = s.not_applied();
+  r.session_watermark_unix_micros = s.session_watermark_unix_micros();
+  return r;
+}
+
+rsm::pb::ReplyStatus ToReplyStatus(const grpc::Status& status, const grpc::ClientContext& ctx) {
+  rsm::pb::ReplyStatus out;
+  out.set_code(status.error_code());
+  if (status.ok()) return out;
+  out.set_message(status.error_message());
+  const auto& md = ctx.GetServerTrailingMetadata();
+  auto get = [&md](const char* key) -> std::string {
+    auto it = md.find(key);
+    return it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+  };
+  uint64_t id = 0;
+  if (absl::SimpleAtoi(get("ds-leader-id"), &id)) out.set_leader_id(id);
+  out.set_leader_address(get("ds-leader-address"));
+  out.set_not_applied(get("ds-not-applied") == "1");
+  int64_t watermark = 0;
+  if (absl::SimpleAtoi(get("ds-session-watermark"), &watermark)) {
+    out.set_session_watermark_unix_micros(watermark);
+  }
+  return out;
+}
+
+const char* RoleName(rsm::pb::Role role) {
+  switch (role) {
+    case rsm::pb::ROLE_FOLLOWER:
+      return "follower";
+    case rsm::pb::ROLE_PRE_CANDIDATE:
+      return "pre-candidate";
+    case rsm::pb::ROLE_CANDIDATE:
+      return "candidate";
+    case rsm::pb::ROLE_LEADER:
+      return "leader";
+    case rsm::pb::ROLE_LEARNER:
+      return "learner";
+    default:
+      return "unknown";
+  }
+}
+
+bool IsFinalError(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kResourceExhausted:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// ---- LeaderCache ----
+
+size_t LeaderCache::Get() const {
+  absl::MutexLock lock(&mu_);
+  return leader_;
+}
+
+void LeaderCache::Set(size_t i) {
+  absl::MutexLock lock(&mu_);
+  leader_ = i;
+}
+
+void LeaderCache::Forget(size_t i) {
+  absl::MutexLock lock(&mu_);
+  if (leader_ == i) leader_ = kUnknown;
+}
+
+void LeaderCache::Learn(uint64_t id, size_t i) {
+  if (id == 0) return;
+  absl::MutexLock lock(&mu_);
+  ids_[id] = i;
+}
+
+size_t LeaderCache::Find(uint64_t id, const std::string& address) const {
+  if (!address.empty()) {
+    auto it = std::find(endpoints_.begin(), endpoints_.end(), address);
+    if (it != endpoints_.end()) return it - endpoints_.begin();
+  }
+  if (id == 0) return kUnknown;
+  absl::MutexLock lock(&mu_);
+  auto it = ids_.find(id);
+  return it == ids_.end() ? kUnknown : it->second;
+}
+
+// ---- RetryBackoff ----
+
+absl::Duration RetryBackoff::OnFailure(size_t replicas) {
+  if (++failures_this_round_ < replicas) return absl::ZeroDuration();
+  return OnRoundFailed();
+}
+
+absl::Duration RetryBackoff::OnRoundFailed() {
+  failures_this_round_ = 0;
+  absl::BitGen jitter;
+  absl::Duration sleep = backoff_ * absl::Uniform(jitter, 0.5, 1.5);
+  backoff_ = std::min(backoff_ * 2, max_);
+  return sleep;
+}
+
+// ---- RunOperation ----
+
+namespace {
+
+// One operation in progress. Steps run one at a time through Post(), which
+// also turns callbacks that run inline into a loop instead of a recursion.
+class Operation : public std::enable_shared_from_this<Operation> {
+ public:
+  Operation(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
+            const RetryOptions& options, std::string name, absl::Time deadline,
+            AttemptFn attempt, std::function<void(Reply)> done)
+      : transport_(transport),
+        leader_(std::move(leader)),
+        options_(options),
+        name_(std::move(name)),
+        deadline_(deadline),
+        attempt_(std::move(attempt)),
+        done_(std::move(done)),
+        backoff_(options) {}
+
+  void Start() {
+    auto self = shared_from_this();
+    Post([self] { self->Next(); });
+  }
+
+ private:
+  size_t n() const { return leader_->endpoints().size(); }
+  const std::string& address(size_t i) const { return leader_->endpoints()[i]; }
+
+  void Post(std::function<void()> step) {
+    {
+      absl::MutexLock lock(&mu_);
+      steps_.push_back(std::move(step));
+      if (draining_) return;
+      draining_ = true;
+    }
+    for (;;) {
+      std::function<void()> next;
+      {
+        absl::MutexLock lock(&mu_);
+        if (steps_.empty()) {
+          draining_ = false;
+          return;
+        }
+        next = std::move(steps_.front());
+        steps_.pop_front();
+      }
+      next();
+    }
+  }
+
+  // After a pause (zero: at once), the next step.
+  void Later(absl::Duration pause) {
+    auto self = shared_from_this();
+    if (pause <= absl::ZeroDuration()) {
+      Post([self] { self->Next(); });
+      return;
+    }
+    transport_->RunAt(std::min(absl::Now() + pause, deadline_),
+                      [self] { self->Post([self] { self->Next(); }); });
+  }
+
+  void Next() {
+    if (absl::Now() >= deadline_) {
+      Reply r;
+      r.status = absl::DeadlineExceededError(absl::StrCat(
+          name_, ": no answer within ", absl::FormatDuration(options_.operation_timeout),
+          "; last error: ", last_error_));
+      return Finish(std::move(r));
+    }
+    const size_t target = leader_->Get();
+    if (target == LeaderCache::kUnknown || target >= n()) return Probe();
+    Attempt(target);
+  }
+
+  void Attempt(size_t i) {
+    auto self = shared_from_this();
+    attempt_(i, std::min(deadline_, absl::Now() + options_.attempt_timeout),
+             [self, i](Reply r) { self->Post([self, i, r = std::move(r)] { self->OnReply(i, r); }); });
+  }
+
+  void OnReply(size_t i, Reply r) {
+    if (r.status.ok()) {
+      leader_->Set(i);
+      return Finish(std::move(r));
+    }
+    last_error_ = absl::StrCat(address(i), ": ", r.status.message());
+    if (IsFinalError(r.status.code())) {
+      r.status = absl::Status(r.status.code(), last_error_);
+      return Finish(std::move(r));
+    }
+    // Not the leader, timed out or unreachable.
+    const size_t hint = r.status.code() == absl::StatusCode::kUnavailable
+                            ? leader_->Find(r.leader_id, r.leader_address)
+                            : LeaderCache::kUnknown;
+    if (hint != LeaderCache::kUnknown && hint != i) {
+      leader_->Set(hint);
+    } else {
+      leader_->Forget(i);
+    }
+    Later(backoff_.OnFailure(n()));
+  }
+
+  // Asks every replica at once who leads; the first that names a leader wins.
+  void Probe() {
+    uint64_t round;
+    {
+      absl::MutexLock lock(&mu_);
+      round = ++probe_round_;
+      probes_pending_ = n();
+      probe_settled_ = false;
+    }
+    const absl::Time deadline = std::min(deadline_, absl::Now() + options_.attempt_timeout);
+    auto self = shared_from_this();
+    for (size_t i = 0; i < n(); ++i) {
+      transport_->Probe(i, deadline,
+                        [self, round, i](absl::StatusOr<rsm::pb::StatusResponse> s) {
+                          self->OnProbe(round, i, std::move(s));
+                        });
+    }
+  }
+
+  void OnProbe(uint64_t round, size_t i, absl::StatusOr<rsm::pb::StatusResponse> s) {
+    size_t found = LeaderCache::kUnknown;
+    if (s.ok()) {
+      leader_->Learn(s->id(), i);
+      found = s->role() == rsm::pb::ROLE_LEADER ? i
+                                                : leader_->Find(s->leader_id(), s->leader_address());
+    }
+    bool give_up = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (round != probe_round_ || probe_settled_ || finished_) return;
+      if (!s.ok()) {
+        probe_error_ = absl::StrCat(address(i), ": ", s.status().message());
+      }
+      if (found != LeaderCache::kUnknown) {
+        probe_settled_ = true;
+      } else if (--probes_pending_ == 0) {
+        probe_settled_ = true;
+        give_up = true;
+      }
+    }
+    auto self = shared_from_this();
+    if (found != LeaderCache::kUnknown) {
+      leader_->Set(found);
+      Post([self, found] { self->Attempt(found); });
+    } else if (give_up) {
+      Post([self] {
+        absl::MutexLock lock(&self->mu_);
+        self->last_error_ = self->probe_error_.empty()
+                                ? "no replica knows a leader (election in progress?)"
+                                : absl::StrCat("no leader found; ", self->probe_error_);
+      });
+      Post([self] { self->Later(self->backoff_.OnRoundFailed()); });
+    }
+  }
+
+  void Finish(Reply r) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    std::function<void(Reply)> done = std::move(done_);
+    done(std::move(r));
+  }
+
+  ReplicaTransport* const transport_;
+  const std::shared_ptr<LeaderCache> leader_;
+  const RetryOptions options_;
+  const std::string name_;
+  const absl::Time deadline_;
+  const AttemptFn attempt_;
+  std::function<void(Reply)> done_;
+  // Touched only by steps, which run one at a time.
+  RetryBackoff backoff_;
+  std::string last_error_ = "no attempt made";
+
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> steps_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t probe_round_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t probes_pending_ ABSL_GUARDED_BY(mu_) = 0;
+  bool probe_settled_ ABSL_GUARDED_BY(mu_) = false;
+  std::string probe_error_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+void RunOperation(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
+                  const RetryOptions& options, std::string name, absl::Time deadline,
+                  AttemptFn attempt, std::function<void(Reply)> done) {
+  std::make_shared<Operation>(transport, std::move(leader), options, std::move(name), deadline,
+                              std::move(attempt), std::move(done))
+      ->Start();
+}
+
+// ---- Sessions ----
+
+ClientSession::ClientSession(SessionState resume) {
+  absl::MutexLock lock(&mu_);
+  if (resume.client_id != 0) {
+    state_ = resume;
+  } else {
+    StartLocked(0);
+  }
+}
+
+void ClientSession::StartLocked(int64_t after_unix_micros) {
+  absl::BitGen gen;
+  uint64_t id = 0;
+  while (id == 0) id = absl::Uniform<uint64_t>(gen);
+  state_.client_id = id;
+  state_.created_unix_micros = std::max(absl::ToUnixMicros(absl::Now()), after_unix_micros + 1);
+  state_.last_sequence = 0;
+}
+
+rsm::pb::SessionRef ClientSession::Next() {
+  absl::MutexLock lock(&mu_);
+  rsm::pb::SessionRef ref;
+  ref.set_client_id(state_.client_id);
+  ref.set_created_unix_micros(state_.created_unix_micros);
+  // A sequence number is used once, whatever the outcome: after a timeout the
+  // command may still be applied later, so the next command must not reuse it.
+  ref.set_sequence(++state_.last_sequence);
+  return ref;
+}
+
+void ClientSession::Renew(const rsm::pb::SessionRef& ref, int64_t watermark_unix_micros) {
+  absl::MutexLock lock(&mu_);
+  if (state_.client_id != ref.client_id()) return;  // renewed already
+  StartLocked(watermark_unix_micros);
+}
+
+SessionState ClientSession::state() const {
+  absl::MutexLock lock(&mu_);
+  return state_;
+}
+
+namespace {
+
+// A write in progress: RunOperation under a session reference, renewing the
+// session (and resending once) when the servers do not know it.
+struct Write : std::enable_shared_from_this<Write> {
+  ReplicaTransport* transport;
+  std::shared_ptr<LeaderCache> leader;
+  RetryOptions options;
+  ClientSession* session;
+  std::string name;
+  WriteAttemptFn attempt;
+  std::function<void(Reply)> done;
+  absl::Time deadline;
+  bool resent = false;
+  absl::Mutex mu;
+  // An attempt of the current reference got an answer that leaves its outcome
+  // open (anything but OK, "not applied", or the final answer itself).
+  bool maybe_applied ABSL_GUARDED_BY(mu) = false;
+
+  void Run() {
+    const rsm::pb::SessionRef ref = session->Next();
+    auto self = shared_from_this();
+    RunOperation(
+        transport, leader, options, name, deadline,
+        [self, ref](size_t i, absl::Time attempt_deadline, std::function<void(Reply)> cb) {
+          self->attempt(ref, i, attempt_deadline, [self, cb = std::move(cb)](Reply r) {
+            if (!r.status.ok() && !r.not_applied && !IsFinalError(r.status.code())) {
+              absl::MutexLock lock(&self->mu);
+              self->maybe_applied = true;
+            }
+            cb(std::move(r));
+          });
+        },
+        [self, ref](Reply r) { self->OnDone(ref, std::move(r)); });
+  }
+
+  void OnDone(const rsm::pb::SessionRef& ref, Reply r) {
+    if (r.status.code() != absl::StatusCode::kAborted) return done(std::move(r));
+    session->Renew(ref, r.session_watermark_unix_micros);
+    bool maybe;
+    {
+      absl::MutexLock lock(&mu);
+      maybe = maybe_applied;
+      maybe_applied = false;
+    }
+    // The servers never saw this session, or forgot it. If no attempt can
+    // have been applied (every earlier one was refused before proposing),
+    // sending the command under the new session cannot apply it twice: the
+    // usual case is a new client whose clock is behind the watermark.
+    if (maybe || resent || absl::Now() >= deadline) return done(std::move(r));
+    resent = true;
+    Run();
+  }
+};
+
+}  // namespace
+
+void RunWrite(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
+              const RetryOptions& options, ClientSession* session, std::string name,
+              WriteAttemptFn attempt, std::function<void(Reply)> done) {
+  auto w = std::make_shared<Write>();
+  w->transport = transport;
+  w->leader = std::move(leader);
+  w->options = options;
+  w->session = session;
+  w->name = std::move(name);
+  w->attempt = std::move(attempt);
+  w->done = std::move(done);
+  w->deadline = absl::Now() + options.operation_timeout;
+  w->Run();
+}
+
+// ---- gRPC helpers ----
+
+absl::StatusOr<std::vector<std::string>> ParseEndpoints(const std::string& list) {
+  std::vector<std::string> out;
+  for (absl::string_view part : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    std::string e(absl::StripAsciiWhitespace(part));
+    size_t colon = e.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(absl::string_view(e).substr(colon + 1), &port) || port <= 0 ||
+        port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("bad endpoint '", e, "': want HOST:PORT"));
+    }
+    out.push_back(e);
+  }
+  if (out.empty()) return absl::InvalidArgumentError("no endpoints given");
+  return out;
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint, int connection_id) {
+  grpc::ChannelArguments args;
+  // A replica that was down should be retried within a second of coming back,
+  // not after gRPC's default backoff of up to two minutes.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  // gRPC shares one connection among channels with equal arguments; a distinct
+  // argument value gives a channel its own.
+  args.SetInt("ds.connection_id", connection_id);
+  return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+}
+
+void CallTracker::Close() {
+  absl::MutexLock lock(&mu_);
+  closing_ = true;
+  for (auto& [ptr, ctx] : calls_) ctx->TryCancel();
+  mu_.Await(absl::Condition(
+      +[](absl::flat_hash_map<grpc::ClientContext*, std::unique_ptr<grpc::ClientContext>>* c) {
+        return c->empty();
+      },
+      &calls_));
+}
+
+grpc::ClientContext* CallTracker::Begin() {
+  absl::MutexLock lock(&mu_);
+  if (closing_) return nullptr;
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  grpc::ClientContext* raw = ctx.get();
+  calls_.emplace(raw, std::move(ctx));
+  return raw;
+}
+
+void CallTracker::Finish(grpc::ClientContext* ctx) {
+  std::unique_ptr<grpc::ClientContext> gone;
+  absl::MutexLock lock(&mu_);
+  auto it = calls_.find(ctx);
+  if (it == calls_.end()) return;
+  gone = std::move(it->second);
+  calls_.erase(it);
+}
+
+void ProbeReplica(rsm::pb::Replica::Stub* stub, CallTracker* calls, absl::Time deadline,
+                  std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) {
+  grpc::ClientContext* ctx = calls->Begin();
+  if (ctx == nullptr) return done(absl::UnavailableError("client closing"));
+  ctx->set_deadline(absl::ToChronoTime(deadline));
+  struct Call {
+    rsm::pb::StatusRequest req;
+    rsm::pb::StatusResponse resp;
+  };
+  auto call = std::make_shared<Call>();
+  stub->async()->Status(ctx, &call->req, &call->resp,
+                        [calls, ctx, call, done = std::move(done)](grpc::Status st) {
+                          absl::StatusOr<rsm::pb::StatusResponse> r =
+                              st.ok() ? absl::StatusOr<rsm::pb::StatusResponse>(
+                                            std::move(call->resp))
+                                      : absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                                                     st.error_message());
+                          done(std::move(r));
+                          calls->Finish(ctx);  // last: the tracker's owner may now go away
+                        });
+}
+
+}  // namespace ds::client

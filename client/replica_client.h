@@ -1,0 +1,229 @@
+// The one client engine of every replicated service (kvraft, shardctrler,
+// shardkv): finding the leader, following hints, retrying with back-off until
+// a deadline, and client sessions. The KV clerks (client/clerk.h,
+// client/kv_stream.h), the test harnesses' clerks and the controller and
+// shardkv clerks are thin layers over it; only how a request reaches a
+// replica differs between them (ReplicaTransport).
+//
+// - Finding the leader: a clerk that does not know the leader asks every
+//   replica at once (the Replica service's Status) and goes to the first one
+//   that names a leader, so a dead or cut-off replica costs nothing while the
+//   others answer (instead of an attempt timeout per dead replica in list
+//   order). The leader is then cached and shared by the operations of a clerk
+//   (or of a pool of clerks).
+// - Retry: UNAVAILABLE with a hint goes to the hinted replica; UNAVAILABLE
+//   without one, a timeout or a broken connection forgets the leader and asks
+//   again. Once a round of replicas has failed (or nobody knows a leader) the
+//   clerk backs off (exponential, jittered) so that an election in progress
+//   is not hammered. Errors no other replica can fix end the operation.
+// - Sessions (exactly-once, see proto/rsm.proto): the client picks a random
+//   session id and its creation time; its first write opens the session (one
+//   log entry); each write carries the next sequence number and a retry reuses
+//   it. A session the servers refuse as unknown (ABORTED) is replaced by a new
+//   one; the command is sent again under the new session only if no earlier
+//   attempt of it can have been applied, else it fails with its outcome
+//   unknown.
+//
+// No lock is held across a request or a wait: operations are asynchronous
+// (callbacks), and the blocking clerks wait outside every lock.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/rsm.grpc.pb.h"
+
+namespace ds::client {
+
+struct RetryOptions {
+  // Deadline of one whole operation, retries included. Default 10 s.
+  absl::Duration operation_timeout = absl::Seconds(10);
+  // Deadline of one attempt (or leader probe) at one replica. Default 1 s.
+  // Must be less than operation_timeout for retries to happen.
+  absl::Duration attempt_timeout = absl::Seconds(1);
+  // Back-off after a round of failures: starts here, doubles up to
+  // max_backoff, with +-50% jitter. Defaults 20 ms and 500 ms.
+  absl::Duration initial_backoff = absl::Milliseconds(20);
+  absl::Duration max_backoff = absl::Milliseconds(500);
+};
+
+// The outcome of one attempt at one replica, as the wire carried it.
+struct Reply {
+  absl::Status status;
+  // With kUnavailable: the replica's leader hint (0 / "": unknown).
+  uint64_t leader_id = 0;
+  std::string leader_address;
+  // The replica refused before proposing: the command was certainly not applied.
+  bool not_applied = false;
+  // With kAborted: the servers' session watermark.
+  int64_t session_watermark_unix_micros = 0;
+};
+
+// A Batch stream's per-request status as a Reply, and back.
+Reply ToReply(const rsm::pb::ReplyStatus& status);
+rsm::pb::ReplyStatus ToReplyStatus(const grpc::Status& status, const grpc::ClientContext& ctx);
+
+// "leader", "follower", ... as kvctl prints a replica's role.
+const char* RoleName(rsm::pb::Role role);
+
+// Errors that another replica or a later attempt cannot fix.
+bool IsFinalError(absl::StatusCode code);
+
+// How requests reach the replicas of one group; implementations add how the
+// service's own requests are sent (for example KvTransport).
+class ReplicaTransport {
+ public:
+  virtual ~ReplicaTransport() = default;
+  // The replicas' client addresses, in the user's order.
+  virtual const std::vector<std::string>& endpoints() const = 0;
+  // Asks replica `i` for its status (role, leader). `done` runs exactly once,
+  // on any thread, possibly inline.
+  virtual void Probe(size_t i, absl::Time deadline,
+                     std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) = 0;
+  // Runs `fn` at `when` on one of the transport's threads.
+  virtual void RunAt(absl::Time when, std::function<void()> fn) = 0;
+};
+
+// Which replica leads, shared by the operations of one clerk or of many.
+// Thread-safe.
+class LeaderCache {
+ public:
+  static constexpr size_t kUnknown = std::numeric_limits<size_t>::max();
+
+  explicit LeaderCache(std::vector<std::string> endpoints) : endpoints_(std::move(endpoints)) {}
+
+  size_t Get() const ABSL_LOCKS_EXCLUDED(mu_);
+  void Set(size_t i) ABSL_LOCKS_EXCLUDED(mu_);
+  // Forgets `i` as the leader if it still is (another operation may have
+  // learned better meanwhile).
+  void Forget(size_t i) ABSL_LOCKS_EXCLUDED(mu_);
+  // Replica `i` said its id is `id` (from a probe).
+  void Learn(uint64_t id, size_t i) ABSL_LOCKS_EXCLUDED(mu_);
+  // The replica a hint names, by address, else by a learned id; kUnknown.
+  size_t Find(uint64_t id, const std::string& address) const ABSL_LOCKS_EXCLUDED(mu_);
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
+
+ private:
+  const std::vector<std::string> endpoints_;
+  mutable absl::Mutex mu_;
+  size_t leader_ ABSL_GUARDED_BY(mu_) = kUnknown;
+  absl::flat_hash_map<uint64_t, size_t> ids_ ABSL_GUARDED_BY(mu_);
+};
+
+// Back-off once a round of failures is complete, so that an election in
+// progress is not hammered; hints count too, which bounds a stale-hint loop.
+class RetryBackoff {
+ public:
+  explicit RetryBackoff(const RetryOptions& options)
+      : backoff_(options.initial_backoff), max_(options.max_backoff) {}
+  // Called after each failed attempt; the pause before the next (zero until a
+  // round of `replicas` failures is complete), jittered +-50%.
+  absl::Duration OnFailure(size_t replicas);
+  // A whole round failed at once (nobody knows a leader): the pause.
+  absl::Duration OnRoundFailed();
+
+ private:
+  absl::Duration backoff_;
+  const absl::Duration max_;
+  size_t failures_this_round_ = 0;
+};
+
+// One attempt of an operation at replica `replica`, which must end by
+// `deadline`; `done` runs exactly once, on any thread, possibly inline.
+using AttemptFn = std::function<void(size_t replica, absl::Time deadline,
+                                     std::function<void(Reply)> done)>;
+
+// Runs one operation until an attempt succeeds, fails finally, or `deadline`
+// passes (kDeadlineExceeded naming the last error); `done` gets the last
+// Reply, its message prefixed with the replica's address. `name` names the
+// operation in errors ("put"). `transport` must outlive the operation.
+void RunOperation(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
+                  const RetryOptions& options, std::string name, absl::Time deadline,
+                  AttemptFn attempt, std::function<void(Reply)> done);
+
+// A session as the client sees it: what a later client needs to resume it.
+struct SessionState {
+  uint64_t client_id = 0;  // 0: no session
+  int64_t created_unix_micros = 0;
+  uint64_t last_sequence = 0;  // the last number used (0: none yet)
+};
+
+// The client side of a session: picks the id (random) and the creation time,
+// numbers the commands. Thread-safe; one command at a time.
+class ClientSession {
+ public:
+  // A new session, or `resume` (a session of an earlier client) if its
+  // client_id is nonzero.
+  explicit ClientSession(SessionState resume = {});
+
+  // The next command's reference (a new session starts at sequence 1).
+  rsm::pb::SessionRef Next() ABSL_LOCKS_EXCLUDED(mu_);
+  // The servers refused `ref`'s session as unknown: start a new session
+  // created after `watermark_unix_micros` (unless that already happened).
+  void Renew(const rsm::pb::SessionRef& ref, int64_t watermark_unix_micros)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  SessionState state() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  void StartLocked(int64_t after_unix_micros) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  SessionState state_ ABSL_GUARDED_BY(mu_);
+};
+
+// One write under `session` (see the header comment): `attempt` sends the
+// command stamped with `ref`.
+using WriteAttemptFn =
+    std::function<void(const rsm::pb::SessionRef& ref, size_t replica, absl::Time deadline,
+                       std::function<void(Reply)> done)>;
+void RunWrite(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
+              const RetryOptions& options, ClientSession* session, std::string name,
+              WriteAttemptFn attempt, std::function<void(Reply)> done);
+
+// ---- gRPC helpers ----
+
+// Parses "H:P,H:P,..." into endpoints; kInvalidArgument on an empty list or a
+// malformed entry.
+absl::StatusOr<std::vector<std::string>> ParseEndpoints(const std::string& list);
+
+// A channel to `endpoint` with the clerks' settings. Channels made with
+// distinct `connection_id`s use distinct TCP connections.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint, int connection_id = 0);
+
+// The calls a transport has in flight, so that it can cancel them when it
+// goes away instead of waiting for their deadlines (a probe of an endpoint
+// that drops packets would otherwise hold a one-shot kvctl for its timeout).
+class CallTracker {
+ public:
+  ~CallTracker() { Close(); }
+  // Cancels every call in flight, waits until their callbacks have run, and
+  // refuses new calls. Idempotent.
+  void Close() ABSL_LOCKS_EXCLUDED(mu_);
+  // A context for a new call (nullptr once closing); Finish it from the
+  // call's callback, after which it is deleted.
+  grpc::ClientContext* Begin() ABSL_LOCKS_EXCLUDED(mu_);
+  void Finish(grpc::ClientContext* ctx) ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  absl::Mutex mu_;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<grpc::ClientContext*, std::unique_ptr<grpc::ClientContext>> calls_
+      ABSL_GUARDED_BY(mu_);
+};
+
+// Calls Replica.Status on `stub` with the callback API, tracked by `calls`.
+void ProbeReplica(rsm::pb::Replica::Stub* stub, CallTracker* calls, absl::Time deadline,
+                  std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done);
+
+}  // namespace ds::client

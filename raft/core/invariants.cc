@@ -1,0 +1,102 @@
+#include "raft/core/invariants.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace ds::raft {
+
+void InvariantChecker::OnRestart(uint64_t id) { nodes_[id] = NodeState{}; }
+
+absl::Status InvariantChecker::RecordCommitted(uint64_t id, const pb::Entry& e) {
+  auto [it, inserted] = committed_.emplace(e.index(), std::make_pair(e.term(), e.data()));
+  if (!inserted && (it->second.first != e.term() || it->second.second != e.data())) {
+    return absl::InternalError(absl::StrCat("state machine safety: node ", id, " has index ",
+                                            e.index(), " term ", e.term(), " committed, but term ",
+                                            it->second.first, " was committed there before"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InvariantChecker::OnApply(uint64_t id, const pb::Entry& e) {
+  auto it = committed_.find(e.index());
+  if (it == committed_.end()) return RecordCommitted(id, e);
+  if (it->second.first != e.term() || it->second.second != e.data()) {
+    return absl::InternalError(absl::StrCat("state machine safety: node ", id, " applied index ",
+                                            e.index(), " term ", e.term(), ", committed term is ",
+                                            it->second.first));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InvariantChecker::Check(const std::vector<const Core*>& nodes) {
+  for (const Core* n : nodes) {
+    if (n == nullptr) continue;
+    if (absl::Status s = CheckNode(*n); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InvariantChecker::CheckNode(const Core& n) {
+  const uint64_t id = n.id();
+  NodeState& st = nodes_[id];
+  const RaftLog& log = n.log();
+
+  // Election safety.
+  if (n.role() == Role::kLeader) {
+    auto [it, inserted] = leaders_.emplace(n.term(), id);
+    if (!inserted && it->second != id) {
+      return absl::InternalError(absl::StrCat("election safety: nodes ", it->second, " and ", id,
+                                              " are both leaders of term ", n.term()));
+    }
+  }
+
+  // Commit monotonic.
+  if (n.commit() < st.last_commit) {
+    return absl::InternalError(absl::StrCat("commit monotonic: node ", id, " commit went from ",
+                                            st.last_commit, " to ", n.commit()));
+  }
+  st.last_commit = n.commit();
+  if (n.commit() > log.LastIndex()) {
+    return absl::InternalError(
+        absl::StrCat("node ", id, " commit ", n.commit(), " beyond last index ", log.LastIndex()));
+  }
+
+  // Log matching, for the entries not yet verified as committed (committed
+  // entries never change, so they are checked once).
+  const uint64_t from = std::max(st.verified_commit + 1, log.FirstIndex());
+  std::vector<pb::Entry> entries = log.AllEntriesFrom(from);
+  for (const pb::Entry& e : entries) {
+    const uint64_t prev_term = e.index() > log.FirstIndex() || e.index() == log.FirstIndex()
+                                   ? log.TermOrZero(e.index() - 1)
+                                   : 0;
+    auto [it, inserted] = seen_.try_emplace({e.index(), e.term()}, Seen{prev_term, e.data()});
+    if (!inserted) {
+      Seen& seen = it->second;
+      if (seen.data != e.data() ||
+          (seen.prev_term != 0 && prev_term != 0 && seen.prev_term != prev_term)) {
+        return absl::InternalError(absl::StrCat("log matching: node ", id, " entry ", e.index(),
+                                                " term ", e.term(), " differs from another log's"));
+      }
+      if (seen.prev_term == 0) seen.prev_term = prev_term;
+    }
+    // State machine safety (on commit).
+    if (e.index() <= n.commit()) {
+      if (absl::Status s = RecordCommitted(id, e); !s.ok()) return s;
+    }
+  }
+  st.verified_commit = std::max(st.verified_commit, n.commit());
+
+  // Leader completeness: once per (leader, term).
+  if (n.role() == Role::kLeader && completeness_checked_.insert({id, n.term()}).second) {
+    for (auto it = committed_.lower_bound(log.FirstIndex()); it != committed_.end(); ++it) {
+      if (!log.MatchTerm(it->first, it->second.first)) {
+        return absl::InternalError(absl::StrCat("leader completeness: leader ", id, " of term ",
+                                                n.term(), " lacks committed entry ", it->first));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ds::raft

@@ -1,0 +1,187 @@
+#include "raft/rsm/session_state_machine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace ds::rsm {
+namespace {
+
+constexpr char kWatermarkPayload[] = "type.googleapis.com/ds.rsm.SessionWatermark";
+
+// Snapshot framing: an 8-byte little-endian length, the header, the app bytes.
+constexpr size_t kLengthBytes = 8;
+
+void PutLength(uint64_t n, std::string* out) {
+  for (size_t i = 0; i < kLengthBytes; ++i) out->push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+}
+
+uint64_t GetLength(std::string_view in) {
+  uint64_t n = 0;
+  for (size_t i = 0; i < kLengthBytes; ++i) {
+    n |= static_cast<uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  }
+  return n;
+}
+
+}  // namespace
+
+absl::Status SessionExpiredError(const pb::SessionRef& session, int64_t watermark_unix_micros) {
+  absl::Status s = absl::AbortedError(absl::StrCat(
+      "session ", session.client_id(),
+      " is unknown here (expired, evicted, or created at or before the session watermark ",
+      watermark_unix_micros,
+      "): the outcome of this command is unknown; start a new session to continue"));
+  s.SetPayload(kWatermarkPayload, absl::Cord(absl::StrCat(watermark_unix_micros)));
+  return s;
+}
+
+int64_t SessionWatermark(const absl::Status& status) {
+  auto payload = status.GetPayload(kWatermarkPayload);
+  int64_t w = 0;
+  if (!payload || !absl::SimpleAtoi(std::string(*payload), &w)) return 0;
+  return w;
+}
+
+std::string EncodeCommand(const pb::SessionRef* session, std::string_view command,
+                          int64_t proposal_time_unix_micros) {
+  pb::SessionCommand cmd;
+  if (session != nullptr) *cmd.mutable_session() = *session;
+  cmd.set_proposal_time_unix_micros(proposal_time_unix_micros);
+  cmd.set_command(command.data(), command.size());
+  return cmd.SerializeAsString();
+}
+
+std::string EncodeOpen(const pb::SessionRef& session, int64_t proposal_time_unix_micros) {
+  pb::SessionCommand cmd;
+  *cmd.mutable_session() = session;
+  cmd.mutable_session()->set_sequence(0);
+  cmd.set_proposal_time_unix_micros(proposal_time_unix_micros);
+  cmd.set_open_only(true);
+  return cmd.SerializeAsString();
+}
+
+SessionStateMachine::SessionStateMachine(Application* app, SessionOptions options)
+    : app_(app), sessions_(options) {}
+
+absl::StatusOr<std::string> SessionStateMachine::Apply(const std::string& command,
+                                                       uint64_t index) {
+  if (index <= applied_index_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("entry ", index, " is at or below the applied index ", applied_index_));
+  }
+  applied_index_ = index;
+  if (command.empty()) return std::string();
+
+  pb::SessionCommand cmd;
+  if (!cmd.ParseFromString(command)) {
+    return absl::InvalidArgumentError(absl::StrCat("entry ", index, " is not a SessionCommand"));
+  }
+  // Advance the logical clock first, so that expiry sees the same time on every
+  // replica whatever the command turns out to be.
+  clock_unix_micros_ = std::max(clock_unix_micros_, cmd.proposal_time_unix_micros());
+  sessions_.ExpireIdle(clock_unix_micros_);
+
+  ApplyContext context;
+  context.index = index;
+  context.clock_unix_micros = clock_unix_micros_;
+  context.sessions = &sessions_;
+  absl::StatusOr<std::string> result =
+      cmd.has_session() ? ApplySession(cmd, context)
+      : cmd.open_only() ? absl::InvalidArgumentError(
+                              absl::StrCat("entry ", index, ": open without a session"))
+                        : app_->Apply(cmd.command(), context);
+  session_count_.store(sessions_.size(), std::memory_order_relaxed);
+  return result;
+}
+
+absl::StatusOr<std::string> SessionStateMachine::ApplySession(const pb::SessionCommand& cmd,
+                                                              ApplyContext& context) {
+  const pb::SessionRef& ref = cmd.session();
+  context.session = &ref;
+  if (ref.client_id() == 0 || ref.created_unix_micros() <= 0 ||
+      (ref.sequence() == 0 && !cmd.open_only())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("entry ", context.index, ": a session needs a nonzero client id, creation "
+                                              "time and sequence number"));
+  }
+  pb::SessionRef open_ref = ref;
+  if (cmd.open_only()) open_ref.set_sequence(1);  // classify as a first command would be
+  std::string cached;
+  const SessionTable::Verdict verdict = sessions_.Check(open_ref, &cached);
+  switch (verdict) {
+    case SessionTable::Verdict::kNew:
+      break;
+    case SessionTable::Verdict::kOpen: {
+      const int64_t skew = absl::ToInt64Microseconds(sessions_.options().max_clock_skew);
+      if (ref.created_unix_micros() - clock_unix_micros_ > skew) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "session ", ref.client_id(), " was created ",
+            absl::FormatDuration(absl::Microseconds(ref.created_unix_micros() - clock_unix_micros_)),
+            " in the future of the leader's clock (more than the allowed skew of ",
+            absl::FormatDuration(sessions_.options().max_clock_skew),
+            "); check the client's clock"));
+      }
+      break;
+    }
+    case SessionTable::Verdict::kDuplicate:
+      if (cmd.open_only()) break;  // the session is open: nothing to do
+      return cached;
+    case SessionTable::Verdict::kStale:
+      if (cmd.open_only()) break;
+      return absl::AlreadyExistsError(absl::StrCat("session ", ref.client_id(), " sequence ",
+                                                   ref.sequence(),
+                                                   " is older than its latest command"));
+    case SessionTable::Verdict::kExpired:
+      return SessionExpiredError(ref, sessions_.watermark_unix_micros());
+  }
+  if (cmd.open_only()) {
+    sessions_.Open(ref, clock_unix_micros_);
+    return std::string();
+  }
+  absl::StatusOr<std::string> result = app_->Apply(cmd.command(), context);
+  if (!result.ok()) return result;  // nothing changed: not recorded
+  if (verdict == SessionTable::Verdict::kOpen) sessions_.Open(ref, clock_unix_micros_);
+  sessions_.Record(ref.client_id(), ref.sequence(), *result, clock_unix_micros_);
+  return result;
+}
+
+std::string SessionStateMachine::Snapshot() const {
+  pb::SessionSnapshotHeader header;
+  header.set_applied_index(applied_index_);
+  header.set_clock_unix_micros(clock_unix_micros_);
+  sessions_.SaveTo(header.mutable_sessions());
+  std::string out;
+  const std::string header_bytes = header.SerializeAsString();
+  PutLength(header_bytes.size(), &out);
+  out += header_bytes;
+  app_->SnapshotTo(&out);
+  return out;
+}
+
+absl::Status SessionStateMachine::Restore(const std::string& snapshot) {
+  std::string_view in = snapshot;
+  if (in.size() < kLengthBytes || GetLength(in) > in.size() - kLengthBytes) {
+    return absl::InvalidArgumentError("not a session state machine snapshot (bad header length)");
+  }
+  const uint64_t header_size = GetLength(in);
+  pb::SessionSnapshotHeader header;
+  if (!header.ParseFromArray(in.data() + kLengthBytes, static_cast<int>(header_size))) {
+    return absl::InvalidArgumentError("not a session state machine snapshot (bad header)");
+  }
+  SessionTable sessions(sessions_.options());
+  if (absl::Status s = sessions.LoadFrom(header.sessions()); !s.ok()) return s;
+  // The application last: it is unchanged if it refuses, and so are we.
+  if (absl::Status s = app_->Restore(in.substr(kLengthBytes + header_size)); !s.ok()) return s;
+  sessions_ = std::move(sessions);
+  applied_index_ = header.applied_index();
+  clock_unix_micros_ = header.clock_unix_micros();
+  session_count_.store(sessions_.size(), std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+}  // namespace ds::rsm

@@ -1,0 +1,111 @@
+// Exactly-once for any replicated application: SessionStateMachine is the
+// raft::StateMachine that the Rsm applies to; it keeps the client sessions,
+// the logical clock and the applied index, and hands the application only
+// commands that are new. kvraft, shardctrler and shardkv are each an
+// Application (apply, snapshot, restore) and nothing more.
+//
+// Every log entry is a pb::SessionCommand (proto/rsm.proto): the session of
+// the command (if any), the leader's clock, and the application's own command
+// bytes. For a command with a session, Apply:
+//   - advances the logical clock and forgets sessions idle past the TTL;
+//   - answers a retry of the session's latest command with the cached result,
+//     refuses an older one (kAlreadyExists) and a command of a session it does
+//     not know and may have forgotten (kAborted, with the watermark as payload:
+//     SessionWatermark());
+//   - otherwise calls Application::Apply and, if that succeeded, records the
+//     result (opening the session first if it is new).
+// An Application error is not recorded: the command changed nothing, and a
+// retry with the same sequence number is evaluated again. (shardkv relies on
+// this: a key of a shard the group does not serve fails, and the client sends
+// the same command to the right group.)
+//
+// Pure and deterministic like the application under it; not thread-safe (the
+// Rsm applies from one thread and serializes reads against it).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/rsm.pb.h"
+#include "raft/rsm/session_table.h"
+#include "raft/rsm/state_machine.h"
+
+namespace ds::rsm {
+
+// What the application sees while applying one command.
+struct ApplyContext {
+  uint64_t index = 0;              // the log entry
+  int64_t clock_unix_micros = 0;   // the logical clock, this command included
+  const pb::SessionRef* session = nullptr;  // nullptr: a sessionless command
+  // The session table, for applications that move sessions between groups
+  // (shardkv); the session of this command is recorded after Apply returns.
+  SessionTable* sessions = nullptr;
+};
+
+class Application {
+ public:
+  virtual ~Application() = default;
+  // Applies a command that was never applied before. Must be deterministic:
+  // the result and the new state depend only on the state and the arguments.
+  // An error means the state did not change.
+  virtual absl::StatusOr<std::string> Apply(std::string_view command,
+                                            const ApplyContext& context) = 0;
+  // Appends the whole application state to *out.
+  virtual void SnapshotTo(std::string* out) const = 0;
+  // Replaces the whole state with what SnapshotTo wrote. On error the state is
+  // unchanged.
+  virtual absl::Status Restore(std::string_view snapshot) = 0;
+};
+
+class SessionStateMachine final : public raft::StateMachine {
+ public:
+  // `app` must outlive this object. Every replica of a group must use the same
+  // `options` (see SessionOptions).
+  explicit SessionStateMachine(Application* app, SessionOptions options = {});
+
+  // `command` is a serialized pb::SessionCommand. Entries at or below
+  // applied_index() are refused (kFailedPrecondition) and change nothing; any
+  // other entry advances applied_index(), even when its command fails, because
+  // every replica fails it the same way. An empty entry (a new leader's no-op)
+  // only advances the index.
+  absl::StatusOr<std::string> Apply(const std::string& command, uint64_t index) override;
+  uint64_t applied_index() const override { return applied_index_; }
+  // A pb::SessionSnapshotHeader (length-prefixed) followed by the
+  // application's bytes. Equal states give equal bytes.
+  std::string Snapshot() const override;
+  absl::Status Restore(const std::string& snapshot) override;
+
+  const Application& app() const { return *app_; }
+  const SessionTable& sessions() const { return sessions_; }
+  int64_t clock_unix_micros() const { return clock_unix_micros_; }
+  // The number of sessions as of the last applied entry; safe to call from any
+  // thread (for status reports).
+  int64_t session_count() const { return session_count_.load(std::memory_order_relaxed); }
+
+ private:
+  absl::StatusOr<std::string> ApplySession(const pb::SessionCommand& cmd, ApplyContext& context);
+
+  Application* const app_;
+  SessionTable sessions_;
+  uint64_t applied_index_ = 0;
+  int64_t clock_unix_micros_ = 0;
+  std::atomic<int64_t> session_count_{0};
+};
+
+// The log entry for `command` under `session` (nullptr: sessionless), stamped
+// with the proposer's clock.
+std::string EncodeCommand(const pb::SessionRef* session, std::string_view command,
+                          int64_t proposal_time_unix_micros);
+// The log entry that opens `session` explicitly (the Register RPC).
+std::string EncodeOpen(const pb::SessionRef& session, int64_t proposal_time_unix_micros);
+
+// kAborted: the session is unknown and may have been forgotten; carries the
+// watermark, which SessionWatermark() reads back (0 if absent).
+absl::Status SessionExpiredError(const pb::SessionRef& session, int64_t watermark_unix_micros);
+int64_t SessionWatermark(const absl::Status& status);
+
+}  // namespace ds::rsm

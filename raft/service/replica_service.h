@@ -1,0 +1,92 @@
+// The service skeleton every replicated service shares: how a request's
+// outcome becomes a reply on the wire (status code, leader hint, session
+// watermark; see the error contract in proto/rsm.proto), deadlines, the
+// response header, and the Replica service (Status, Register) that every
+// replica serves beside its own.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/rsm.grpc.pb.h"
+#include "raft/node/node.h"
+#include "raft/rsm/rsm.h"
+#include "raft/rsm/session_state_machine.h"
+
+namespace ds::rsm {
+
+struct ServiceOptions {
+  // Longest a request waits to be applied (or for a read point) when the
+  // client's own deadline is later. Default: 5 s.
+  absl::Duration request_timeout = absl::Seconds(5);
+  // Every replica of the group: id -> client address "host:port", for leader
+  // hints.
+  std::map<uint64_t, std::string> addresses;
+  // Reported by Status: "kvraft", "shardctrler", "shardkv".
+  std::string name;
+};
+
+// What a service's handlers need of their replica. Thread-safe.
+class ReplicaContext {
+ public:
+  // `rsm` and `sm` (the state machine it applies to) must outlive the context.
+  ReplicaContext(ServiceOptions options, raft::Rsm* rsm, const SessionStateMachine* sm)
+      : options_(std::move(options)), rsm_(rsm), sm_(sm) {}
+
+  raft::Rsm& rsm() const { return *rsm_; }
+  const SessionStateMachine& state_machine() const { return *sm_; }
+  const ServiceOptions& options() const { return options_; }
+
+  // The deadline of a request whose client gave `client_deadline` (or a
+  // timeout, for Batch requests): the earlier of it and request_timeout.
+  absl::Time Deadline(absl::Time client_deadline) const;
+  absl::Time CallDeadline(const grpc::CallbackServerContext* ctx) const;
+
+  // `status` as a reply: code and message, and with kUnavailable the leader
+  // hint (id and address), whether nothing was applied, and with kAborted the
+  // session watermark.
+  void FillReply(const absl::Status& status, pb::ReplyStatus* reply) const;
+  void FillHeader(pb::ResponseHeader* header) const;
+  // "" if unknown.
+  std::string Address(uint64_t id) const;
+
+ private:
+  const ServiceOptions options_;
+  raft::Rsm* const rsm_;
+  const SessionStateMachine* const sm_;
+};
+
+pb::Role ToProto(raft::Role role);
+
+// Finishes a unary call: OK (the response is filled in), or the reply's error
+// with its hint in the trailing metadata (see proto/rsm.proto).
+void FinishUnary(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
+                 const pb::ReplyStatus& reply);
+
+// Finishes a unary call from an absl::Status (the common case of a handler
+// that has no Batch form).
+void FinishUnary(const ReplicaContext& replica, grpc::CallbackServerContext* ctx,
+                 grpc::ServerUnaryReactor* reactor, const absl::Status& status);
+
+// ds.rsm.pb.Replica: Status (local, not linearizable) and Register (opens a
+// session through the log). The Rsm must apply to a SessionStateMachine.
+class ReplicaServiceImpl final : public pb::Replica::CallbackService {
+ public:
+  // `replica` must outlive the service.
+  explicit ReplicaServiceImpl(const ReplicaContext* replica) : replica_(replica) {}
+
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const pb::StatusRequest* req,
+                                   pb::StatusResponse* resp) override;
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
+                                     const pb::RegisterRequest* req,
+                                     pb::RegisterResponse* resp) override;
+
+ private:
+  const ReplicaContext* const replica_;
+};
+
+}  // namespace ds::rsm

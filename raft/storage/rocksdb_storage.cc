@@ -1,0 +1,328 @@
+#include "raft/storage/rocksdb_storage.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/write_batch.h"
+
+namespace ds::raft {
+namespace {
+
+constexpr char kHardStateKey[] = "h";
+constexpr char kSnapshotMetaKey[] = "m";
+constexpr char kSnapshotDataKey[] = "d";
+constexpr char kEntryPrefix = 'e';
+
+// "e" + big-endian index: RocksDB's bytewise order is then index order, so a
+// prefix of the log is one contiguous key range (one DeleteRange).
+std::string EntryKey(uint64_t index) {
+  std::string key(9, '\0');
+  key[0] = kEntryPrefix;
+  for (int i = 0; i < 8; ++i) key[1 + i] = static_cast<char>((index >> (56 - 8 * i)) & 0xff);
+  return key;
+}
+
+uint64_t DecodeEntryKey(const rocksdb::Slice& key) {
+  uint64_t index = 0;
+  for (int i = 0; i < 8; ++i) index = (index << 8) | static_cast<uint8_t>(key[1 + i]);
+  return index;
+}
+
+absl::Status ToStatus(const rocksdb::Status& s, const char* what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("rocksdb ", what, ": ", s.ToString()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RocksDbStorage>> RocksDbStorage::Open(
+    const std::string& path, const RocksDbStorageOptions& options) {
+  rocksdb::Options db_options;
+  db_options.create_if_missing = options.create_if_missing;
+  db_options.write_buffer_size = options.write_buffer_bytes;
+  // Raft is the only writer; a crash must never lose a synced write, and an
+  // unsynced write that made it to the WAL file survives a process kill.
+  db_options.manual_wal_flush = false;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, path, &raw);
+  if (!s.ok()) return ToStatus(s, "open");
+  std::unique_ptr<RocksDbStorage> storage(new RocksDbStorage(std::unique_ptr<rocksdb::DB>(raw)));
+  if (absl::Status st = storage->Load(); !st.ok()) return st;
+  return storage;
+}
+
+RocksDbStorage::RocksDbStorage(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+
+RocksDbStorage::~RocksDbStorage() {
+  if (db_ != nullptr) db_->Close().PermitUncheckedError();
+}
+
+absl::Status RocksDbStorage::Load() {
+  absl::MutexLock lock(&mu_);
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), kHardStateKey, &value);
+  if (s.ok()) {
+    if (!hard_state_.ParseFromString(value)) return absl::DataLossError("corrupt hard state");
+  } else if (!s.IsNotFound()) {
+    return ToStatus(s, "get hard state");
+  }
+  s = db_->Get(rocksdb::ReadOptions(), kSnapshotMetaKey, &value);
+  if (s.ok()) {
+    if (!snapshot_meta_.ParseFromString(value)) {
+      return absl::DataLossError("corrupt snapshot metadata");
+    }
+    s = db_->Get(rocksdb::ReadOptions(), kSnapshotDataKey, &value);
+    if (!s.ok() && !s.IsNotFound()) return ToStatus(s, "get snapshot data");
+    snapshot_bytes_ = s.ok() ? value.size() : 0;
+  } else if (!s.IsNotFound()) {
+    return ToStatus(s, "get snapshot metadata");
+  }
+
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  const std::string end = std::string(1, kEntryPrefix + 1);
+  uint64_t expected = snapshot_meta_.index() + 1;
+  for (it->Seek(EntryKey(expected)); it->Valid() && it->key().compare(end) < 0; it->Next()) {
+    if (it->key().size() != 9) return absl::DataLossError("malformed entry key");
+    const uint64_t index = DecodeEntryKey(it->key());
+    // Batches are atomic, so the persisted log is contiguous; a hole means the
+    // database was damaged outside our control.
+    if (index != expected) {
+      return absl::DataLossError(absl::StrCat("log hole: expected ", expected, " got ", index));
+    }
+    pb::Entry entry;
+    if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
+        entry.index() != index) {
+      return absl::DataLossError(absl::StrCat("corrupt entry ", index));
+    }
+    entry_bytes_ += entry.ByteSizeLong();
+    entries_.push_back(std::move(entry));
+    ++expected;
+  }
+  return ToStatus(it->status(), "scan log");
+}
+
+absl::StatusOr<InitialState> RocksDbStorage::GetInitialState() {
+  absl::MutexLock lock(&mu_);
+  InitialState state;
+  state.hard_state = hard_state_;
+  state.conf_state = snapshot_meta_.conf_state();
+  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
+    if (it->type() == pb::ENTRY_CONF_CHANGE) {
+      if (!state.conf_state.ParseFromString(it->data())) {
+        return absl::DataLossError(absl::StrCat("corrupt conf change at ", it->index()));
+      }
+      break;
+    }
+  }
+  return state;
+}
+
+absl::StatusOr<std::vector<pb::Entry>> RocksDbStorage::Entries(uint64_t lo, uint64_t hi,
+                                                               uint64_t max_bytes) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t first = snapshot_meta_.index() + 1;
+  const uint64_t last = snapshot_meta_.index() + entries_.size();
+  if (lo < first) return absl::OutOfRangeError(absl::StrCat("entry ", lo, " compacted"));
+  if (hi > last + 1) return absl::OutOfRangeError(absl::StrCat("entry ", hi - 1, " not written"));
+  if (lo > hi) return absl::InvalidArgumentError("lo > hi");
+  std::vector<pb::Entry> out;
+  uint64_t bytes = 0;
+  for (uint64_t i = lo; i < hi; ++i) {
+    const pb::Entry& e = entries_[i - first];
+    bytes += e.ByteSizeLong();
+    if (!out.empty() && bytes > max_bytes) break;
+    out.push_back(e);
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> RocksDbStorage::Term(uint64_t i) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t snap = snapshot_meta_.index();
+  if (i == snap) return snapshot_meta_.term();
+  if (i < snap) return absl::OutOfRangeError(absl::StrCat("term of ", i, ": compacted"));
+  if (i > snap + entries_.size()) {
+    return absl::OutOfRangeError(absl::StrCat("term of ", i, ": not written"));
+  }
+  return entries_[i - snap - 1].term();
+}
+
+uint64_t RocksDbStorage::FirstIndex() {
+  absl::MutexLock lock(&mu_);
+  return snapshot_meta_.index() + 1;
+}
+
+uint64_t RocksDbStorage::LastIndex() {
+  absl::MutexLock lock(&mu_);
+  return snapshot_meta_.index() + entries_.size();
+}
+
+absl::StatusOr<pb::Snapshot> RocksDbStorage::GetSnapshot() {
+  pb::Snapshot snapshot;
+  {
+    absl::MutexLock lock(&mu_);
+    if (snapshot_meta_.index() == 0) return snapshot;
+  }
+  // The data can be large and is not kept in memory. Metadata and data come
+  // from one RocksDB snapshot, so they always match even if a new snapshot is
+  // being written concurrently.
+  const rocksdb::Snapshot* view = db_->GetSnapshot();
+  rocksdb::ReadOptions ro;
+  ro.snapshot = view;
+  std::string meta;
+  rocksdb::Status s = db_->Get(ro, kSnapshotMetaKey, &meta);
+  if (s.ok()) s = db_->Get(ro, kSnapshotDataKey, snapshot.mutable_data());
+  db_->ReleaseSnapshot(view);
+  if (!s.ok()) return ToStatus(s, "get snapshot");
+  if (!snapshot.mutable_metadata()->ParseFromString(meta)) {
+    return absl::DataLossError("corrupt snapshot metadata");
+  }
+  return snapshot;
+}
+
+absl::Status RocksDbStorage::Save(const pb::HardState* hard_state,
+                                  const std::vector<pb::Entry>& entries, bool sync) {
+  uint64_t first, last;
+  {
+    absl::MutexLock lock(&mu_);
+    first = snapshot_meta_.index() + 1;
+    last = snapshot_meta_.index() + entries_.size();
+  }
+  // Entries at or below the snapshot are already covered by it (a stale
+  // append racing a snapshot install): skip them, as etcd does.
+  size_t skip = 0;
+  while (skip < entries.size() && entries[skip].index() < first) ++skip;
+  for (size_t k = skip; k < entries.size(); ++k) {
+    const uint64_t want = k == skip ? entries[k].index() : entries[k - 1].index() + 1;
+    if (entries[k].index() != want) return absl::InvalidArgumentError("entries not contiguous");
+  }
+  if (skip < entries.size() && entries[skip].index() > last + 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gap: appending ", entries[skip].index(), " after last ", last));
+  }
+
+  rocksdb::WriteBatch batch;
+  std::string buf;
+  if (hard_state != nullptr) {
+    hard_state->SerializeToString(&buf);
+    batch.Put(kHardStateKey, buf);
+  }
+  uint64_t new_last = last;
+  if (skip < entries.size()) {
+    for (size_t k = skip; k < entries.size(); ++k) {
+      entries[k].SerializeToString(&buf);
+      batch.Put(EntryKey(entries[k].index()), buf);
+    }
+    new_last = entries.back().index();
+    // A conflicting suffix beyond the new entries is truncated (§5.3).
+    if (new_last < last) batch.DeleteRange(EntryKey(new_last + 1), EntryKey(last + 1));
+  }
+  if (batch.Count() == 0) return absl::OkStatus();
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  if (absl::Status st = ToStatus(db_->Write(wo, &batch), "save"); !st.ok()) return st;
+
+  absl::MutexLock lock(&mu_);
+  if (sync) ++synced_writes_;
+  if (hard_state != nullptr) hard_state_ = *hard_state;
+  if (skip < entries.size()) {
+    const uint64_t start = entries[skip].index();
+    while (snapshot_meta_.index() + entries_.size() >= start) {
+      entry_bytes_ -= entries_.back().ByteSizeLong();
+      entries_.pop_back();
+    }
+    for (size_t k = skip; k < entries.size(); ++k) {
+      entry_bytes_ += entries[k].ByteSizeLong();
+      entries_.push_back(entries[k]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStorage::ApplySnapshot(const pb::Snapshot& snapshot) {
+  uint64_t first, last, snap_index;
+  {
+    absl::MutexLock lock(&mu_);
+    first = snapshot_meta_.index() + 1;
+    last = snapshot_meta_.index() + entries_.size();
+    snap_index = snapshot_meta_.index();
+  }
+  if (snapshot.metadata().index() < snap_index) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("snapshot ", snapshot.metadata().index(), " older than ", snap_index));
+  }
+  rocksdb::WriteBatch batch;
+  batch.Put(kSnapshotMetaKey, snapshot.metadata().SerializeAsString());
+  batch.Put(kSnapshotDataKey, snapshot.data());
+  // The snapshot replaces the whole log (etcd's ApplySnapshot semantics).
+  if (last >= first) batch.DeleteRange(EntryKey(first), EntryKey(last + 1));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  if (absl::Status st = ToStatus(db_->Write(wo, &batch), "apply snapshot"); !st.ok()) return st;
+
+  absl::MutexLock lock(&mu_);
+  ++synced_writes_;
+  snapshot_meta_ = snapshot.metadata();
+  snapshot_bytes_ = snapshot.data().size();
+  entries_.clear();
+  entry_bytes_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStorage::CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
+                                            std::string data) {
+  pb::SnapshotMetadata meta;
+  uint64_t first;
+  {
+    absl::MutexLock lock(&mu_);
+    const uint64_t snap = snapshot_meta_.index();
+    if (index < snap) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("snapshot at ", index, " older than current ", snap));
+    }
+    if (index > snap + entries_.size()) {
+      return absl::OutOfRangeError(
+          absl::StrCat("snapshot at ", index, " beyond last index ", snap + entries_.size()));
+    }
+    first = snap + 1;
+    meta.set_index(index);
+    meta.set_term(index == snap ? snapshot_meta_.term() : entries_[index - snap - 1].term());
+    *meta.mutable_conf_state() = conf_state;
+  }
+  rocksdb::WriteBatch batch;
+  batch.Put(kSnapshotMetaKey, meta.SerializeAsString());
+  batch.Put(kSnapshotDataKey, data);
+  if (index >= first) batch.DeleteRange(EntryKey(first), EntryKey(index + 1));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  if (absl::Status st = ToStatus(db_->Write(wo, &batch), "create snapshot"); !st.ok()) return st;
+
+  absl::MutexLock lock(&mu_);
+  ++synced_writes_;
+  while (!entries_.empty() && entries_.front().index() <= index) {
+    entry_bytes_ -= entries_.front().ByteSizeLong();
+    entries_.pop_front();
+  }
+  snapshot_meta_ = std::move(meta);
+  snapshot_bytes_ = data.size();
+  return absl::OkStatus();
+}
+
+uint64_t RocksDbStorage::RaftStateBytes() {
+  absl::MutexLock lock(&mu_);
+  return entry_bytes_ + hard_state_.ByteSizeLong();
+}
+
+uint64_t RocksDbStorage::SnapshotBytes() {
+  absl::MutexLock lock(&mu_);
+  return snapshot_bytes_;
+}
+
+uint64_t RocksDbStorage::synced_writes() const {
+  absl::MutexLock lock(&mu_);
+  return synced_writes_;
+}
+
+}  // namespace ds::raft
