@@ -5,7 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/status.h"
-#include "common/timer.h"
 #include "proto/health.grpc.pb.h"
 
 namespace ds::client {
@@ -23,70 +22,54 @@ RetryOptions ToRetryOptions(const ClerkOptions& o) {
 // Unary KvService calls over one channel per replica, with the callback API.
 class Clerk::Transport final : public KvTransport {
  public:
-  explicit Transport(const ClerkOptions& options) : endpoints_(options.endpoints) {
-    for (size_t i = 0; i < endpoints_.size(); ++i) {
-      std::shared_ptr<grpc::Channel> ch =
-          options.channels.empty() ? MakeChannel(endpoints_[i]) : options.channels[i];
-      kv_.push_back(kv::pb::KvService::NewStub(ch));
-      replica_.push_back(rsm::pb::Replica::NewStub(ch));
+  explicit Transport(const ClerkOptions& options) : grpc_(options.endpoints, options.channels) {
+    for (size_t i = 0; i < grpc_.endpoints().size(); ++i) {
+      kv_.push_back(kv::pb::KvService::NewStub(grpc_.channel(i)));
     }
   }
-  // Members are destroyed in reverse order: the timer's thread first, then
-  // calls_ (cancels what is in flight, late leader probes, and waits for
-  // their callbacks), then the stubs.
 
-  const std::vector<std::string>& endpoints() const override { return endpoints_; }
-
+  const std::vector<std::string>& endpoints() const override { return grpc_.endpoints(); }
   void Probe(size_t i, absl::Time deadline,
              std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
-    ProbeReplica(replica_[i].get(), &calls_, deadline, std::move(done));
+    grpc_.Probe(i, deadline, std::move(done));
   }
-
   void RunAt(absl::Time when, std::function<void()> fn) override {
-    timer_.RunAt(when, std::move(fn));
+    grpc_.RunAt(when, std::move(fn));
   }
 
   void Send(size_t i, KvRequest req, absl::Time deadline,
             std::function<void(KvResponse)> done) override {
-    grpc::ClientContext* ctx = calls_.Begin();
-    if (ctx == nullptr) {
-      KvResponse r;
-      r.mutable_status()->set_code(grpc::StatusCode::UNAVAILABLE);
-      r.mutable_status()->set_message("clerk closing");
-      return done(std::move(r));
-    }
-    ctx->set_deadline(absl::ToChronoTime(deadline));
     // The request and the response outlive the call.
     auto call = std::make_shared<std::pair<KvRequest, KvResponse>>(std::move(req), KvResponse());
-    auto finish = [this, ctx, call, done = std::move(done)](grpc::Status st) {
-      KvResponse& resp = call->second;
-      *resp.mutable_status() = ToReplyStatus(st, *ctx);
-      done(std::move(resp));
-      calls_.Finish(ctx);
-    };
-    KvRequest& r = call->first;
-    KvResponse& resp = call->second;
     auto* stub = kv_[i]->async();
-    switch (r.op_case()) {
-      case KvRequest::kGet:
-        return stub->Get(ctx, &r.get(), resp.mutable_get(), std::move(finish));
-      case KvRequest::kPut:
-        return stub->Put(ctx, &r.put(), resp.mutable_put(), std::move(finish));
-      case KvRequest::kAppend:
-        return stub->Append(ctx, &r.append(), resp.mutable_append(), std::move(finish));
-      case KvRequest::kDelete:
-        return stub->Delete(ctx, &r.delete_(), resp.mutable_delete_(), std::move(finish));
-      default:
-        finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request without an operation"));
-    }
+    grpc_.Call(
+        deadline,
+        [stub, call](grpc::ClientContext* ctx, std::function<void(grpc::Status)> finish) {
+          KvRequest& r = call->first;
+          KvResponse& resp = call->second;
+          switch (r.op_case()) {
+            case KvRequest::kGet:
+              return stub->Get(ctx, &r.get(), resp.mutable_get(), std::move(finish));
+            case KvRequest::kPut:
+              return stub->Put(ctx, &r.put(), resp.mutable_put(), std::move(finish));
+            case KvRequest::kAppend:
+              return stub->Append(ctx, &r.append(), resp.mutable_append(), std::move(finish));
+            case KvRequest::kDelete:
+              return stub->Delete(ctx, &r.delete_(), resp.mutable_delete_(), std::move(finish));
+            default:
+              finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  "request without an operation"));
+          }
+        },
+        [call, done = std::move(done)](rsm::pb::ReplyStatus status) {
+          *call->second.mutable_status() = std::move(status);
+          done(std::move(call->second));
+        });
   }
 
  private:
-  const std::vector<std::string> endpoints_;
   std::vector<std::unique_ptr<kv::pb::KvService::Stub>> kv_;
-  std::vector<std::unique_ptr<rsm::pb::Replica::Stub>> replica_;
-  CallTracker calls_;
-  common::Timer timer_;
+  GrpcReplicas grpc_;  // destroyed first: cancels calls in flight
 };
 
 absl::StatusOr<std::unique_ptr<Clerk>> Clerk::Create(ClerkOptions options) {

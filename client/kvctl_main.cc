@@ -11,18 +11,26 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/cli_output.h"
 #include "client/clerk.h"
+#include "client/ctrl_client.h"
+#include "client/kvctl_ctrl.h"
 #include "common/init.h"
 
 ABSL_FLAG(std::string, endpoints, "",
           "Comma-separated replica addresses HOST:PORT. Default: $KVCTL_ENDPOINTS.");
+ABSL_FLAG(std::string, controllers, "",
+          "Comma-separated shard controller addresses HOST:PORT, for the ctrl commands. "
+          "Default: $KVCTL_CONTROLLERS.");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(2),
           "Deadline of each command, retries on other replicas included.");
 ABSL_FLAG(std::string, write_out, "simple", "Output format: simple or json (also -w json).");
 
 namespace {
 
-constexpr char kUsageText[] = R"(kvctl: command line of the KV-Raft service.
+using namespace ds::client::cli;  // NOLINT: ExitCode, Print, Usage, Fail
+
+constexpr char kUsageText[] = R"(kvctl: command line of the KV-Raft service and the shard controller.
 
 Usage: kvctl [flags] COMMAND [ARGS]
   get KEY            print the value (nothing for a missing key; exit 0)
@@ -35,49 +43,64 @@ Usage: kvctl [flags] COMMAND [ARGS]
   -  (or nothing)    read one command per line from stdin, print one result per
                      line (one client session for all of them)
 
+Shard controller (--controllers or $KVCTL_CONTROLLERS):
+  ctrl join GID=HOST:PORT,HOST:PORT [GID=...]   add replica groups
+  ctrl leave GID [GID ...]                       remove replica groups
+  ctrl move SHARD GID                            assign one shard to a group
+  ctrl query [NUM]   a configuration (default the latest): "num N", then one
+                     line per group "gid G shards 0,1,... servers H:P,...";
+                     -w json: {"num":N,"shards":[gid of shard 0,...],
+                     "groups":{"G":["H:P",...]}}
+
 Exit status: 0 on success, 1 when a command failed (timeout, unreachable,
 server error), 2 on invalid usage or input. Errors go to stderr.)";
 
-enum ExitCode { kOk = 0, kFailed = 1, kUsage = 2 };
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
+// The endpoint list from a flag or, if it is empty, an environment variable.
+absl::StatusOr<std::vector<std::string>> Endpoints(const std::string& flag, const char* flag_name,
+                                                   const char* env_name) {
+  std::string list = flag;
+  if (list.empty()) {
+    if (const char* env = std::getenv(env_name); env != nullptr) list = env;
   }
-  return out + "\"";
+  auto parsed = ds::client::ParseEndpoints(list);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag_name, ": ", parsed.status().message(), " (or set ", env_name, ")"));
+  }
+  return parsed;
 }
 
 class Kvctl {
  public:
-  Kvctl(ds::client::Clerk* clerk, bool json) : clerk_(clerk), json_(json) {}
+  Kvctl(ds::client::ClerkOptions options, bool json) : options_(std::move(options)), json_(json) {}
 
   // Runs one command; prints its result to stdout, an error to stderr.
   ExitCode Run(const std::vector<std::string>& args) {
     if (args.empty()) return Usage("no command");
     const std::string& cmd = args[0];
+    if (cmd == "ctrl") {
+      if (ctrl_ == nullptr) {
+        auto endpoints = Endpoints(absl::GetFlag(FLAGS_controllers), "--controllers",
+                                   "KVCTL_CONTROLLERS");
+        if (!endpoints.ok()) return Usage(std::string(endpoints.status().message()));
+        ds::client::ClerkOptions o = options_;
+        o.endpoints = *endpoints;
+        auto clerk = ds::client::CtrlClerk::Create(o);
+        if (!clerk.ok()) return Fail(clerk.status());
+        ctrl_ = std::move(*clerk);
+      }
+      return RunCtrl(*ctrl_, std::vector<std::string>(args.begin() + 1, args.end()), json_);
+    }
+    if (clerk_ == nullptr) {
+      auto endpoints =
+          Endpoints(absl::GetFlag(FLAGS_endpoints), "--endpoints", "KVCTL_ENDPOINTS");
+      if (!endpoints.ok()) return Usage(std::string(endpoints.status().message()));
+      ds::client::ClerkOptions o = options_;
+      o.endpoints = *endpoints;
+      auto clerk = ds::client::Clerk::Create(o);
+      if (!clerk.ok()) return Fail(clerk.status());
+      clerk_ = std::move(*clerk);
+    }
     if (cmd == "get") {
       if (args.size() != 2) return Usage("get takes KEY");
       auto r = clerk_->Get(args[1]);
@@ -199,21 +222,10 @@ class Kvctl {
     return code;
   }
 
-  static void Print(const std::string& line) {
-    std::cout << line << "\n";
-    std::cout.flush();
-  }
-  static ExitCode Usage(const std::string& why) {
-    std::cerr << "kvctl: " << why << " (see kvctl --help)\n";
-    return kUsage;
-  }
-  static ExitCode Fail(const absl::Status& st) {
-    std::cerr << "kvctl: " << st.message() << "\n";
-    return st.code() == absl::StatusCode::kInvalidArgument ? kUsage : kFailed;
-  }
-
-  ds::client::Clerk* clerk_;
-  bool json_;
+  const ds::client::ClerkOptions options_;  // everything but the endpoints
+  const bool json_;
+  std::unique_ptr<ds::client::Clerk> clerk_;        // made at the first KV command
+  std::unique_ptr<ds::client::CtrlClerk> ctrl_;     // made at the first ctrl command
 };
 
 }  // namespace
@@ -236,30 +248,14 @@ int main(int argc, char** argv) {
 
   const std::string out = absl::GetFlag(FLAGS_write_out);
   if (out != "simple" && out != "json") {
-    std::cerr << "kvctl: --write_out must be simple or json\n";
-    return kUsage;
-  }
-  std::string endpoints = absl::GetFlag(FLAGS_endpoints);
-  if (endpoints.empty()) {
-    const char* env = std::getenv("KVCTL_ENDPOINTS");
-    if (env != nullptr) endpoints = env;
-  }
-  auto list = ds::client::ParseEndpoints(endpoints);
-  if (!list.ok()) {
-    std::cerr << "kvctl: --endpoints: " << list.status().message() << " (or set KVCTL_ENDPOINTS)\n";
-    return kUsage;
+    return Usage("--write_out must be simple or json");
   }
   absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
-  auto clerk = ds::client::Clerk::Create({
-      .endpoints = *list,
-      .operation_timeout = timeout,
-      .attempt_timeout = std::min(timeout, std::max(timeout / 4, absl::Milliseconds(500))),
-  });
-  if (!clerk.ok()) {
-    std::cerr << "kvctl: " << clerk.status().message() << "\n";
-    return kUsage;
-  }
-  Kvctl kvctl(clerk->get(), out == "json");
+  ds::client::ClerkOptions options;
+  options.operation_timeout = timeout;
+  options.attempt_timeout = std::min(timeout, std::max(timeout / 4, absl::Milliseconds(500)));
+  if (timeout <= absl::ZeroDuration()) return Usage("--timeout must be positive");
+  Kvctl kvctl(options, out == "json");
   if (command.empty() || (command.size() == 1 && command[0] == "-")) return kvctl.RunStdin();
   return kvctl.Run(command);
 }

@@ -497,12 +497,12 @@ grpc::ClientContext* CallTracker::Begin() {
 }
 
 void CallTracker::Finish(grpc::ClientContext* ctx) {
-  std::unique_ptr<grpc::ClientContext> gone;
+  // The context goes while the lock is held: it holds a reference to its
+  // channel, and once Close() sees the call gone the owner may drop the
+  // channel; the last reference must not be dropped on gRPC's own callback
+  // thread (gRPC 1.51 then joins that thread from itself).
   absl::MutexLock lock(&mu_);
-  auto it = calls_.find(ctx);
-  if (it == calls_.end()) return;
-  gone = std::move(it->second);
-  calls_.erase(it);
+  calls_.erase(ctx);
 }
 
 void ProbeReplica(rsm::pb::Replica::Stub* stub, CallTracker* calls, absl::Time deadline,
@@ -525,6 +525,45 @@ void ProbeReplica(rsm::pb::Replica::Stub* stub, CallTracker* calls, absl::Time d
                           done(std::move(r));
                           calls->Finish(ctx);  // last: the tracker's owner may now go away
                         });
+}
+
+}  // namespace ds::client
+
+namespace ds::client {
+
+GrpcReplicas::GrpcReplicas(std::vector<std::string> endpoints,
+                           std::vector<std::shared_ptr<grpc::Channel>> channels)
+    : endpoints_(std::move(endpoints)), channels_(std::move(channels)) {
+  if (channels_.size() != endpoints_.size()) {
+    channels_.clear();
+    for (const std::string& e : endpoints_) channels_.push_back(MakeChannel(e));
+  }
+  for (const auto& ch : channels_) replica_.push_back(rsm::pb::Replica::NewStub(ch));
+}
+
+void GrpcReplicas::Probe(size_t i, absl::Time deadline,
+                         std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) {
+  ProbeReplica(replica_[i].get(), &calls_, deadline, std::move(done));
+}
+
+void GrpcReplicas::RunAt(absl::Time when, std::function<void()> fn) {
+  timer_.RunAt(when, std::move(fn));
+}
+
+void GrpcReplicas::Call(absl::Time deadline, StartFn start,
+                        std::function<void(rsm::pb::ReplyStatus)> done) {
+  grpc::ClientContext* ctx = calls_.Begin();
+  if (ctx == nullptr) {
+    rsm::pb::ReplyStatus closing;
+    closing.set_code(grpc::StatusCode::UNAVAILABLE);
+    closing.set_message("clerk closing");
+    return done(std::move(closing));
+  }
+  ctx->set_deadline(absl::ToChronoTime(deadline));
+  start(ctx, [this, ctx, done = std::move(done)](grpc::Status st) {
+    done(ToReplyStatus(st, *ctx));
+    calls_.Finish(ctx);  // last: the clerk may now go away
+  });
 }
 
 }  // namespace ds::client

@@ -41,6 +41,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/timer.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rsm.grpc.pb.h"
 
@@ -225,5 +226,37 @@ class CallTracker {
 // Calls Replica.Status on `stub` with the callback API, tracked by `calls`.
 void ProbeReplica(rsm::pb::Replica::Stub* stub, CallTracker* calls, absl::Time deadline,
                   std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done);
+
+// The gRPC side every unary clerk shares: a channel per replica, leader
+// probes, a timer, and tracked calls (cancelled, not waited for, when the
+// clerk goes away). A service's transport forwards ReplicaTransport's methods
+// here and issues its own calls through Call().
+class GrpcReplicas {
+ public:
+  // `channels`: one per endpoint, or empty to open them here.
+  explicit GrpcReplicas(std::vector<std::string> endpoints,
+                        std::vector<std::shared_ptr<grpc::Channel>> channels = {});
+
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
+  const std::shared_ptr<grpc::Channel>& channel(size_t i) const { return channels_[i]; }
+  void Probe(size_t i, absl::Time deadline,
+             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done);
+  void RunAt(absl::Time when, std::function<void()> fn);
+
+  // One unary call: `start(ctx, finish)` issues it with the stub's async()
+  // API on a tracked context that has `deadline`; `done` then gets its status
+  // as a ReplyStatus (with the hint from the trailers).
+  using StartFn = std::function<void(grpc::ClientContext*, std::function<void(grpc::Status)>)>;
+  void Call(absl::Time deadline, StartFn start, std::function<void(rsm::pb::ReplyStatus)> done);
+
+ private:
+  const std::vector<std::string> endpoints_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::unique_ptr<rsm::pb::Replica::Stub>> replica_;
+  // Destroyed in reverse order: the timer's thread first, then the calls in
+  // flight are cancelled and their callbacks waited for, then the stubs.
+  CallTracker calls_;
+  common::Timer timer_;
+};
 
 }  // namespace ds::client

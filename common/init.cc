@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <iostream>
+#include <string>
+#include <vector>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
@@ -41,6 +44,47 @@ bool IsProjectFlagFile(absl::string_view file) { return !absl::StrContains(file,
   std::cout << "\nAbseil's own flags (--flagfile, --fromenv, ...): --helpfull\n";
   std::cout.flush();
   std::exit(0);
+}
+
+// Abseil's parser exits with status 1 on an unknown flag or a bad value; our
+// tools promise 2 for invalid usage. So check names and values first, with
+// the same rules (--name=value, --name value, --bool, --nobool).
+void CheckFlagsOrExit(const std::vector<std::string>& args) {
+  const std::string program = args.empty() ? "program" : args[0].substr(args[0].rfind('/') + 1);
+  auto fail = [&program](const std::string& why) {
+    std::fprintf(stderr, "%s: %s (see %s --help)\n", program.c_str(), why.c_str(), program.c_str());
+    std::exit(2);
+  };
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--") break;
+    if (a.size() < 2 || a[0] != '-') continue;
+    const size_t start = a[1] == '-' ? 2 : 1;
+    const size_t eq = a.find('=');
+    std::string name = a.substr(start, eq == std::string::npos ? std::string::npos : eq - start);
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    bool negated = false;
+    if (flag == nullptr && absl::StartsWith(name, "no")) {
+      flag = absl::FindCommandLineFlag(name.substr(2));
+      negated = flag != nullptr && flag->IsOfType<bool>();
+      if (!negated) flag = nullptr;
+    }
+    if (flag == nullptr) fail("unknown flag " + a.substr(0, eq));
+    if (negated || (flag->IsOfType<bool>() && eq == std::string::npos)) continue;
+    std::string value;
+    if (eq != std::string::npos) {
+      value = a.substr(eq + 1);
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      fail("missing value for flag --" + name);
+    }
+    // Parsing into the flag here is harmless: Abseil's parser sets it again.
+    std::string error;
+    if (!flag->ParseFrom(value, &error)) {
+      fail("bad value '" + value + "' for flag --" + name + ": " + error);
+    }
+  }
 }
 
 }  // namespace
@@ -82,6 +126,7 @@ std::vector<std::string> InitProcess(int argc, char** argv, std::string_view usa
       }
     }
   }
+  CheckFlagsOrExit(args);
   std::vector<char*> argv2;
   for (auto& a : args) argv2.push_back(a.data());
   argv2.push_back(nullptr);

@@ -48,6 +48,7 @@ void HandleKvRequest(const rsm::ReplicaContext& replica, const KvServiceOptions&
   pb::KvResponse resp;
   resp.set_id(req.id());
   auto reject = [&](std::string message) {
+    resp.clear_result();
     replica.FillReply(absl::InvalidArgumentError(std::move(message)), resp.mutable_status());
     done(std::move(resp));
   };

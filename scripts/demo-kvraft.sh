@@ -24,7 +24,16 @@ run() {
   "$BIN/kvctl" "$@"
 }
 
-for i in 1 2 3; do start "$i"; done
+for i in 1 2 3; do
+  # A directory from a build older than its FORMAT file cannot be replayed
+  # (kvraft-server refuses it, saying so); keep it aside and start afresh.
+  if [ -d "$DATA/kvraft/$i/raft" ] && [ ! -f "$DATA/kvraft/$i/FORMAT" ]; then
+    echo "demo: $DATA/kvraft/$i was written by an older build; moving it to $DATA/kvraft/$i.old"
+    rm -rf "$DATA/kvraft/$i.old"
+    mv "$DATA/kvraft/$i" "$DATA/kvraft/$i.old"
+  fi
+  start "$i"
+done
 echo "demo: started kvraft-server x3 ($PEERS), logs in $DATA/kvraft/"
 for _ in $(seq 1 50); do
   if "$BIN/kvctl" --timeout=1s put demo:ready yes >/dev/null 2>&1; then break; fi

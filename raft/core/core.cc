@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "raft/core/fatal.h"
 
 namespace ds::raft {
 namespace {
@@ -16,7 +17,52 @@ std::vector<uint64_t> VotersOf(const pb::ConfState& conf) {
   return std::vector<uint64_t>(conf.voters().begin(), conf.voters().end());
 }
 
+// A leader's MsgApp carries entries that follow m.index() one by one, with
+// terms that start at or after m.log_term(), never decrease and never exceed
+// its own term. Anything else is a malformed message, not a log to adopt.
+absl::Status CheckAppendEntries(const pb::Message& m) {
+  uint64_t prev_term = m.log_term();
+  for (int k = 0; k < m.entries_size(); ++k) {
+    const pb::Entry& e = m.entries(k);
+    if (e.index() != m.index() + 1 + k) {
+      return absl::InvalidArgumentError(absl::StrCat("MsgApp after index ", m.index(),
+                                                     " has entry ", e.index(), " at position ", k));
+    }
+    if (e.term() < prev_term || e.term() > m.term()) {
+      return absl::InvalidArgumentError(absl::StrCat("MsgApp of term ", m.term(), " has entry ",
+                                                     e.index(), " with term ", e.term(),
+                                                     " after term ", prev_term));
+    }
+    prev_term = e.term();
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status CheckStorageForRestart(Storage& storage) {
+  absl::StatusOr<InitialState> init = storage.GetInitialState();
+  if (!init.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("cannot read the initial state: ", init.status().ToString()));
+  }
+  const uint64_t first = storage.FirstIndex();
+  const uint64_t last = storage.LastIndex();
+  if (first == 0 || first > last + 1) {
+    return absl::DataLossError(absl::StrCat("storage first index ", first,
+                                            " is out of range [1, last index ", last, " + 1]"));
+  }
+  // The commit index is saved in the same write as the entries it covers (or
+  // after them), so it can never point past the stored log.
+  const uint64_t commit = init->hard_state.commit();
+  if (commit > last) {
+    return absl::DataLossError(absl::StrCat("hard state commit index ", commit, " (term ",
+                                            init->hard_state.term(), ") is beyond last index ",
+                                            last, " (first index ", first,
+                                            "). Was the raft log corrupted, truncated, or lost?"));
+  }
+  return absl::OkStatus();
+}
 
 const char* RoleName(Role role) {
   switch (role) {
@@ -34,13 +80,17 @@ const char* RoleName(Role role) {
 
 Core::Core(uint64_t id, const Options& options, Storage* storage)
     : id_(id), options_(options), rng_(options.seed ^ (id * 0x9e3779b97f4a7c15ull)), log_(storage) {
-  auto init = storage->GetInitialState();
-  if (init.ok()) {
-    term_ = init->hard_state.term();
-    vote_ = init->hard_state.vote();
-    conf_ = init->conf_state;
-    log_.CommitTo(init->hard_state.commit());
+  // Starting with term and vote 0 (or the commit index clamped) would let this
+  // node vote twice in a term or forget what it acknowledged: stop instead.
+  if (absl::Status s = CheckStorageForRestart(*storage); !s.ok()) {
+    Fatal(absl::StrCat("cannot restore node ", id, " from storage: ", s.message()));
   }
+  absl::StatusOr<InitialState> init = storage->GetInitialState();
+  if (!init.ok()) Fatal(absl::StrCat("cannot read the initial state: ", init.status().ToString()));
+  term_ = init->hard_state.term();
+  vote_ = init->hard_state.vote();
+  conf_ = init->conf_state;
+  log_.CommitTo(init->hard_state.commit());
   if (conf_.voters().empty()) {
     for (uint64_t p : options_.peers) conf_.add_voters(p);
   }
@@ -226,6 +276,9 @@ absl::Status Core::Step(const pb::Message& m) {
   const bool local = m.type() == pb::MSG_UNREACHABLE || m.type() == pb::MSG_SNAP_STATUS;
   if (!local && m.from() == 0) return absl::InvalidArgumentError("message without sender");
   if (!local && m.term() == 0) return absl::InvalidArgumentError("message without term");
+  if (m.type() == pb::MSG_APP) {
+    if (absl::Status s = CheckAppendEntries(m); !s.ok()) return s;
+  }
 
   if (!local && m.term() > term_) {
     if (m.type() == pb::MSG_VOTE || m.type() == pb::MSG_PRE_VOTE) {
@@ -326,6 +379,14 @@ absl::Status Core::StepLeader(const pb::Message& m) {
   Progress& pr = it->second;
   switch (m.type()) {
     case pb::MSG_APP_RESP:
+      // A follower acknowledges what this leader sent it (our log does not
+      // shrink during our term) or its commit index, which Leader
+      // Completeness (§5.4) puts within our log too.
+      if (!m.reject() && m.index() > log_.LastIndex()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("follower ", m.from(), " acknowledges index ", m.index(),
+                         " beyond our last index ", log_.LastIndex()));
+      }
       pr.recent_active = true;
       HandleAppendResponse(m, pr);
       break;
@@ -440,6 +501,15 @@ void Core::HandleAppendEntries(const pb::Message& m) {
 }
 
 void Core::HandleHeartbeat(const pb::Message& m) {
+  // The leader sends min(its commit, our match): only entries we acknowledged,
+  // and we saved (synced) them before acknowledging. A commit beyond our log
+  // means our storage lost them, and such a node could vote for a leader that
+  // lacks committed entries (§5.4.1): stop, as etcd does.
+  if (m.commit() > log_.LastIndex()) {
+    Fatal(absl::StrCat("commit index ", m.commit(), " in a heartbeat from leader ", m.from(),
+                       " (term ", m.term(), ") is beyond last index ", log_.LastIndex(),
+                       ". Was the raft log corrupted, truncated, or lost?"));
+  }
   log_.CommitTo(m.commit());
   pb::Message resp;
   resp.set_type(pb::MSG_HEARTBEAT_RESP);

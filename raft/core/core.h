@@ -70,10 +70,18 @@ struct Ready {
   bool must_sync = false;
 };
 
+// Checks what the Core restores from `storage` for states only corruption
+// (or a driver bug) produces: GetInitialState failing, FirstIndex() past
+// LastIndex() + 1, a hard-state commit index beyond the last entry. Returns
+// kDataLoss naming the indexes. The Core fail-stops on the same conditions;
+// drivers (Node::Start) call this first so corrupt storage is an error.
+absl::Status CheckStorageForRestart(Storage& storage);
+
 class Core {
  public:
   // Restores term, vote, commit, configuration and log from `storage`, which
-  // must outlive the core. Starts as a follower.
+  // must outlive the core. Starts as a follower. Fail-stops (Fatal) if
+  // CheckStorageForRestart(*storage) fails.
   Core(uint64_t id, const Options& options, Storage* storage);
 
   Core(const Core&) = delete;
@@ -82,7 +90,9 @@ class Core {
   // Advances logical time by one tick (election or heartbeat timers).
   void Tick();
   // A message from a peer, or a local report (MSG_UNREACHABLE, MSG_SNAP_STATUS
-  // with reject = true on failure). kInvalidArgument on a malformed message.
+  // with reject = true on failure). kInvalidArgument on a malformed message
+  // (e.g. MsgApp entries that do not follow its index, an acknowledgement
+  // beyond our log), which is then ignored.
   absl::Status Step(const pb::Message& msg);
   // Appends `data` to the log. kUnavailable when not the leader (or while a
   // leadership transfer is in progress); the caller retries at leader().

@@ -37,6 +37,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeOptions options,
   if (options.tick_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("tick_interval must be positive");
   }
+  // Corrupt storage is an error here rather than the core's fail-stop.
+  if (absl::Status s = CheckStorageForRestart(*storage); !s.ok()) return s;
   std::unique_ptr<Node> node(
       new Node(std::move(options), std::move(storage), std::move(transport), std::move(apply)));
   Node* n = node.get();

@@ -99,7 +99,8 @@ class Node {
   using ApplyFn = std::function<void(ApplyBatch batch)>;
 
   // Restores the core from `storage` and starts the Raft and apply threads and
-  // the transport. `apply` runs on the apply thread.
+  // the transport. `apply` runs on the apply thread. kDataLoss if the storage
+  // is corrupt (CheckStorageForRestart).
   static absl::StatusOr<std::unique_ptr<Node>> Start(NodeOptions options,
                                                      std::unique_ptr<Storage> storage,
                                                      std::unique_ptr<Transport> transport,

@@ -62,8 +62,13 @@ void SessionTable::Record(uint64_t client_id, uint64_t sequence, std::string res
   auto it = sessions_.find(client_id);
   if (it == sessions_.end()) return;
   Session& session = it->second;
-  session.last_sequence = std::max(session.last_sequence, sequence);
-  session.last_result = std::move(result);
+  // The cached result is the latest command's: an older one (which the
+  // session layer never records, but an application moving sessions might)
+  // changes nothing but the activity time.
+  if (sequence >= session.last_sequence) {
+    session.last_sequence = sequence;
+    session.last_result = std::move(result);
+  }
   Touch(client_id, session, now_unix_micros);
 }
 

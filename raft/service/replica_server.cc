@@ -4,7 +4,11 @@
 #include <filesystem>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/files.h"
 #include "common/init.h"
 #include "common/net.h"
 #include "raft/storage/rocksdb_storage.h"
@@ -86,6 +90,75 @@ absl::StatusOr<ReplicaServerOptions> ReplicaServerOptionsFromFlags(std::string p
   return o;
 }
 
+namespace {
+
+// The data directory's format, recorded in DATA_DIR/FORMAT when the directory
+// is first used. Version 2: log entries are rsm::pb::SessionCommand and
+// snapshots SessionStateMachine's (2026-12-07). Directories without the file
+// but with Raft state were written by earlier builds (version 1: KvCommand
+// entries, registered sessions), whose logs this version would misread.
+constexpr int kDataFormat = 2;
+
+std::string Header() { return absl::StrCat("dstack replica data format ", kDataFormat, "\n"); }
+
+std::string FormatText(const ReplicaServerOptions& o) {
+  std::string text = absl::StrCat(Header(), "service ", o.service.name, "\n");
+  for (const auto& [name, value] : o.fixed_parameters) absl::StrAppend(&text, name, " ", value, "\n");
+  return text;
+}
+
+// The value of line "name ..." in `text`, or "" if absent.
+std::string Field(const std::string& text, const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, name + " ")) return std::string(line.substr(name.size() + 1));
+  }
+  return "";
+}
+
+absl::Status CheckDataDir(const ReplicaServerOptions& o) {
+  const std::string& dir = o.data_dir;
+  const std::string path = dir + "/FORMAT";
+  const std::string want = FormatText(o);
+  absl::StatusOr<std::string> text = common::ReadWholeFile(path);
+  if (text.ok()) {
+    if (*text == want) return absl::OkStatus();
+    if (!absl::StartsWith(*text, Header())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data directory ", dir, " has an unknown format (", path, " starts \"",
+          absl::CEscape(text->substr(0, text->find('\n'))),
+          "\"): written by another version; refusing to start"));
+    }
+    if (Field(*text, "service") != o.service.name) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data directory ", dir, " belongs to a ", Field(*text, "service"), " replica, not ",
+          o.service.name, ": refusing to start (wrong --data-dir?)"));
+    }
+    for (const auto& [name, value] : o.fixed_parameters) {
+      if (Field(*text, name) != value) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "data directory ", dir, " was created with ", name, " ", Field(*text, name),
+            ", but this replica was started with ", name, " ", value,
+            ": it cannot change for an existing directory; refusing to start"));
+      }
+    }
+    return absl::FailedPreconditionError(absl::StrCat("data directory ", dir, ": ", path,
+                                                      " does not match this replica's settings"));
+  }
+  if (text.status().code() != absl::StatusCode::kNotFound) return text.status();
+  std::error_code ec;
+  if (std::filesystem::exists(dir + "/raft", ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data directory ", dir,
+        " was written by a build older than the replicated-service layer (2026-12-07; no "
+        "FORMAT file): its Raft log cannot be replayed by this version. Start this replica "
+        "from an empty data directory (copy the data out with the old build first if you "
+        "need it)"));
+  }
+  return common::WriteFileDurably(path, want);
+}
+
+}  // namespace
+
 int FailStart(const std::string& program, const absl::Status& status) {
   std::fprintf(stderr, "%s: %s\n", program.c_str(), std::string(status.message()).c_str());
   return 2;
@@ -109,6 +182,7 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
     return absl::InvalidArgumentError(
         absl::StrCat("cannot create the data directory ", options.data_dir, ": ", ec.message()));
   }
+  if (absl::Status st = CheckDataDir(options); !st.ok()) return st;
   std::unique_ptr<ReplicaServer> s(new ReplicaServer(std::move(options), app));
   const ReplicaServerOptions& o = s->options_;
   s->logger_ = common::MakeLogger(absl::StrCat(o.service.name, "-", o.id));

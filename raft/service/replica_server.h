@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <utility>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,11 @@ struct ReplicaServerOptions {
   // On shutdown, how long in-flight requests may run before they are
   // cancelled. Default: 5 s.
   absl::Duration shutdown_deadline = absl::Seconds(5);
+  // Settings fixed for the life of the data directory, "name value" lines
+  // (for example "shards 10"): recorded in DATA_DIR/FORMAT when the directory
+  // is first used, and a restart with other values is refused with a message
+  // naming both. Default: none.
+  std::vector<std::pair<std::string, std::string>> fixed_parameters;
 };
 
 // The options from the flags every replica daemon shares (defined in

@@ -1,6 +1,7 @@
 #include "raft/storage/memory_storage.h"
 
 #include <algorithm>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 #include "raft/core/log.h"
@@ -87,28 +88,39 @@ void MemoryStorage::MarkSyncedLocked() {
 absl::Status MemoryStorage::Save(const pb::HardState* hard_state,
                                  const std::vector<pb::Entry>& entries, bool sync) {
   absl::MutexLock l(&mu_);
-  if (!sync && !entries.empty() && !durable_entries_) {
-    durable_entries_ = Durable{entries_, entry_bytes_};
-  }
-  if (hard_state != nullptr) hard_state_ = *hard_state;
-  if (!entries.empty()) {
-    const uint64_t offset = entries_[0].index();
-    const uint64_t first = entries.front().index();
+  const uint64_t offset = entries_[0].index();
+  // Entries at or below the snapshot are already covered by it.
+  auto begin = entries.begin();
+  while (begin != entries.end() && begin->index() <= offset) ++begin;
+  if (begin != entries.end()) {
+    // Checked before anything changes, so a rejected Save writes nothing.
+    const uint64_t first = begin->index();
     if (first > LastIndexLocked() + 1) {
       return absl::InvalidArgumentError(
           absl::StrCat("gap: appending ", first, " after ", LastIndexLocked()));
     }
-    // Entries at or below the snapshot are already covered by it.
-    auto begin = entries.begin();
-    while (begin != entries.end() && begin->index() <= offset) ++begin;
-    if (begin != entries.end()) {
-      const uint64_t keep = begin->index() - offset;
-      for (size_t i = keep; i < entries_.size(); ++i) entry_bytes_ -= EntryBytes(entries_[i]);
-      entries_.resize(keep);
-      for (auto it = begin; it != entries.end(); ++it) {
-        entry_bytes_ += EntryBytes(*it);
-        entries_.push_back(*it);
-      }
+    if (first <= hard_state_.commit()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("appending from index ", first,
+                       " would overwrite committed entries (commit ", hard_state_.commit(), ")"));
+    }
+    if (absl::Status s = CheckEntriesFollow(first - 1, entries_[first - 1 - offset].term(),
+                                            std::span(begin, entries.end()));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (!sync && !entries.empty() && !durable_entries_) {
+    durable_entries_ = Durable{entries_, entry_bytes_};
+  }
+  if (hard_state != nullptr) hard_state_ = *hard_state;
+  if (begin != entries.end()) {
+    const uint64_t keep = begin->index() - offset;
+    for (size_t i = keep; i < entries_.size(); ++i) entry_bytes_ -= EntryBytes(entries_[i]);
+    entries_.resize(keep);
+    for (auto it = begin; it != entries.end(); ++it) {
+      entry_bytes_ += EntryBytes(*it);
+      entries_.push_back(*it);
     }
   }
   if (sync) MarkSyncedLocked();
@@ -121,6 +133,12 @@ absl::Status MemoryStorage::ApplySnapshot(const pb::Snapshot& snapshot) {
   if (md.index() <= snapshot_.metadata().index()) {
     return absl::FailedPreconditionError(
         absl::StrCat("snapshot ", md.index(), " older than ", snapshot_.metadata().index()));
+  }
+  // The snapshot replaces the whole log: one below the commit index would
+  // discard committed entries it does not cover.
+  if (md.index() < hard_state_.commit()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "snapshot ", md.index(), " is older than commit index ", hard_state_.commit()));
   }
   snapshot_ = snapshot;
   entries_.clear();

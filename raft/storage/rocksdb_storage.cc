@@ -1,5 +1,6 @@
 #include "raft/storage/rocksdb_storage.h"
 
+#include <span>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -74,8 +75,13 @@ absl::Status RocksDbStorage::Load() {
       return absl::DataLossError("corrupt snapshot metadata");
     }
     s = db_->Get(rocksdb::ReadOptions(), kSnapshotDataKey, &value);
-    if (!s.ok() && !s.IsNotFound()) return ToStatus(s, "get snapshot data");
-    snapshot_bytes_ = s.ok() ? value.size() : 0;
+    // Metadata and data are written in one batch.
+    if (s.IsNotFound()) {
+      return absl::DataLossError(
+          absl::StrCat("snapshot at index ", snapshot_meta_.index(), " has metadata but no data"));
+    }
+    if (!s.ok()) return ToStatus(s, "get snapshot data");
+    snapshot_bytes_ = value.size();
   } else if (!s.IsNotFound()) {
     return ToStatus(s, "get snapshot metadata");
   }
@@ -83,6 +89,7 @@ absl::Status RocksDbStorage::Load() {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   const std::string end = std::string(1, kEntryPrefix + 1);
   uint64_t expected = snapshot_meta_.index() + 1;
+  uint64_t prev_term = snapshot_meta_.term();
   for (it->Seek(EntryKey(expected)); it->Valid() && it->key().compare(end) < 0; it->Next()) {
     if (it->key().size() != 9) return absl::DataLossError("malformed entry key");
     const uint64_t index = DecodeEntryKey(it->key());
@@ -96,11 +103,28 @@ absl::Status RocksDbStorage::Load() {
         entry.index() != index) {
       return absl::DataLossError(absl::StrCat("corrupt entry ", index));
     }
+    // Terms never decrease along a log (Save refuses such a write).
+    if (entry.term() < prev_term) {
+      return absl::DataLossError(absl::StrCat("entry ", index, " has term ", entry.term(),
+                                              ", lower than term ", prev_term,
+                                              " of the entry before it"));
+    }
+    prev_term = entry.term();
     entry_bytes_ += entry.ByteSizeLong();
     entries_.push_back(std::move(entry));
     ++expected;
   }
-  return ToStatus(it->status(), "scan log");
+  if (absl::Status st = ToStatus(it->status(), "scan log"); !st.ok()) return st;
+  // The commit index is saved in the same batch as the entries it covers (or
+  // a later one), so it never points past the stored log.
+  const uint64_t last = snapshot_meta_.index() + entries_.size();
+  if (hard_state_.commit() > last) {
+    return absl::DataLossError(absl::StrCat("hard state commit index ", hard_state_.commit(),
+                                            " is beyond last index ", last, " (snapshot ",
+                                            snapshot_meta_.index(),
+                                            "). Was the raft log corrupted, truncated, or lost?"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<InitialState> RocksDbStorage::GetInitialState() {
@@ -184,23 +208,35 @@ absl::StatusOr<pb::Snapshot> RocksDbStorage::GetSnapshot() {
 
 absl::Status RocksDbStorage::Save(const pb::HardState* hard_state,
                                   const std::vector<pb::Entry>& entries, bool sync) {
-  uint64_t first, last;
+  uint64_t first, last, commit;
   {
     absl::MutexLock lock(&mu_);
     first = snapshot_meta_.index() + 1;
     last = snapshot_meta_.index() + entries_.size();
+    commit = hard_state_.commit();
   }
   // Entries at or below the snapshot are already covered by it (a stale
   // append racing a snapshot install): skip them, as etcd does.
   size_t skip = 0;
   while (skip < entries.size() && entries[skip].index() < first) ++skip;
-  for (size_t k = skip; k < entries.size(); ++k) {
-    const uint64_t want = k == skip ? entries[k].index() : entries[k - 1].index() + 1;
-    if (entries[k].index() != want) return absl::InvalidArgumentError("entries not contiguous");
-  }
-  if (skip < entries.size() && entries[skip].index() > last + 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("gap: appending ", entries[skip].index(), " after last ", last));
+  if (skip < entries.size()) {
+    const uint64_t start = entries[skip].index();
+    if (start > last + 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gap: appending ", start, " after last ", last));
+    }
+    if (start <= commit) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("appending from index ", start,
+                       " would overwrite committed entries (commit ", commit, ")"));
+    }
+    absl::StatusOr<uint64_t> prev_term = Term(start - 1);
+    if (!prev_term.ok()) return prev_term.status();
+    if (absl::Status st = CheckEntriesFollow(start - 1, *prev_term,
+                                             std::span(entries.begin() + skip, entries.end()));
+        !st.ok()) {
+      return st;
+    }
   }
 
   rocksdb::WriteBatch batch;
@@ -242,16 +278,23 @@ absl::Status RocksDbStorage::Save(const pb::HardState* hard_state,
 }
 
 absl::Status RocksDbStorage::ApplySnapshot(const pb::Snapshot& snapshot) {
-  uint64_t first, last, snap_index;
+  uint64_t first, last, snap_index, commit;
   {
     absl::MutexLock lock(&mu_);
     first = snapshot_meta_.index() + 1;
     last = snapshot_meta_.index() + entries_.size();
     snap_index = snapshot_meta_.index();
+    commit = hard_state_.commit();
   }
   if (snapshot.metadata().index() < snap_index) {
     return absl::FailedPreconditionError(
         absl::StrCat("snapshot ", snapshot.metadata().index(), " older than ", snap_index));
+  }
+  // The snapshot replaces the whole log: one below the commit index would
+  // discard committed entries it does not cover.
+  if (snapshot.metadata().index() < commit) {
+    return absl::FailedPreconditionError(absl::StrCat("snapshot ", snapshot.metadata().index(),
+                                                      " is older than commit index ", commit));
   }
   rocksdb::WriteBatch batch;
   batch.Put(kSnapshotMetaKey, snapshot.metadata().SerializeAsString());

@@ -47,7 +47,9 @@ struct RocksDbStorageOptions {
 class RocksDbStorage : public Storage {
  public:
   // Opens (or creates) the database in directory `path` and loads the log into
-  // memory. Fails on I/O errors or a corrupt/inconsistent database.
+  // memory. Fails on I/O errors or a corrupt/inconsistent database (kDataLoss:
+  // a hole in the log, a term lower than the entry before it, a commit index
+  // past the last entry, snapshot metadata without its data).
   static absl::StatusOr<std::unique_ptr<RocksDbStorage>> Open(
       const std::string& path, const RocksDbStorageOptions& options = {});
 

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -58,10 +59,16 @@ class Storage {
   // entries, which overwrite any existing entries from entries[0].index on
   // (a conflicting suffix is truncated). With sync, returns only after the
   // write is durable (fsync); everything acknowledged to anyone must be synced.
+  // Writes nothing and fails if the entries (past the snapshot) leave a gap,
+  // are not contiguous, have a term lower than the entry before them
+  // (kInvalidArgument), or would overwrite an entry at or below the stored
+  // commit index (kFailedPrecondition).
   virtual absl::Status Save(const pb::HardState* hard_state, const std::vector<pb::Entry>& entries,
                             bool sync) = 0;
   // Installs a snapshot received from the leader: replaces the whole log with
   // the snapshot (FirstIndex() becomes metadata.index + 1). Synced.
+  // kFailedPrecondition if it is older than the current snapshot or than the
+  // stored commit index (it would discard committed entries).
   virtual absl::Status ApplySnapshot(const pb::Snapshot& snapshot) = 0;
   // The application took a snapshot of its state at `index` (<= the applied
   // index, which is <= LastIndex()): store it and discard entries <= index.
@@ -75,5 +82,11 @@ class Storage {
   // Bytes of the stored snapshot data.
   virtual uint64_t SnapshotBytes() = 0;
 };
+
+// Whether `entries` can follow entry (prev_index, prev_term) in a log: indexes
+// prev_index + 1, prev_index + 2, ... and terms that never decrease.
+// kInvalidArgument naming the first entry that does not.
+absl::Status CheckEntriesFollow(uint64_t prev_index, uint64_t prev_term,
+                                std::span<const pb::Entry> entries);
 
 }  // namespace ds::raft

@@ -1,20 +1,28 @@
 // kvctl and kvbench, the real binaries, against the fake cluster.
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
+#include "absl/time/clock.h"
 #include "common/subprocess.h"
 #include "gtest/gtest.h"
 #include "tests/client/fake_kv_service.h"
+#include "tests/client/unreachable_endpoint.h"
 
 namespace ds::client {
 namespace {
 
+using testing::BlackholeEndpoint;
+using testing::ClosedEndpoint;
 using testing::FakeKvCluster;
 
 struct Result {
   int exit_code;
-  std::string output;  // stdout and stderr
+  std::string output;   // stdout and stderr
+  absl::Duration took;  // from the start of the process to its exit
 };
 
 class CliTest : public ::testing::Test {
@@ -25,6 +33,15 @@ class CliTest : public ::testing::Test {
     dir_ = tmpl;
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // "--endpoints=" a reserved port where nothing listens (held by the test).
+  std::string DeadEndpointsFlag() {
+    auto closed = ClosedEndpoint::Create();
+    EXPECT_TRUE(closed.ok()) << closed.status();
+    if (!closed.ok()) return "--endpoints=127.0.0.1:1";
+    closed_.push_back(std::move(*closed));
+    return "--endpoints=" + closed_.back().address();
+  }
 
   Result Kvctl(std::vector<std::string> args, const std::string& stdin_text = "",
                std::vector<std::string> env = {}) {
@@ -37,18 +54,22 @@ class CliTest : public ::testing::Test {
     std::string in = dir_ + "/in." + std::to_string(runs_++);
     std::ofstream(in) << stdin_text;
     args.insert(args.begin(), common::BinaryPath(binary));
+    const absl::Time start = absl::Now();
     auto p =
         common::Subprocess::Start({.argv = args, .log_path = log, .stdin_path = in, .env = env});
     EXPECT_TRUE(p.ok()) << p.status();
+    if (!p.ok()) return {-1, "", absl::ZeroDuration()};
     auto code = (*p)->WaitFor(absl::Seconds(30));
+    const absl::Duration took = absl::Now() - start;
     EXPECT_TRUE(code.has_value()) << binary << " hung";
     std::stringstream ss;
     ss << std::ifstream(log).rdbuf();
-    return {code.value_or(-1), ss.str()};
+    return {code.value_or(-1), ss.str(), took};
   }
 
   std::string dir_;
   int runs_ = 0;
+  std::vector<ClosedEndpoint> closed_;
 };
 
 TEST_F(CliTest, PutGetAppendDel) {
@@ -65,7 +86,7 @@ TEST_F(CliTest, PutGetAppendDel) {
   EXPECT_EQ(missing.exit_code, 0);
   EXPECT_EQ(missing.output, "\n");
   // One session per invocation that writes (put, append, del); gets need none.
-  EXPECT_EQ(cluster.registrations(), 3);
+  EXPECT_EQ(cluster.sessions_used(), 3);
 }
 
 TEST_F(CliTest, JsonOutputAndEnvironmentEndpoints) {
@@ -88,7 +109,7 @@ TEST_F(CliTest, StdinModeOneResultPerLine) {
   EXPECT_NE(r.output.find("OK\nOK\nvalue with spaces!\n\n"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("ERROR\n1\n"), std::string::npos) << r.output;
   EXPECT_EQ(cluster.value("a"), "");
-  EXPECT_EQ(cluster.registrations(), 1);  // all the lines share one session
+  EXPECT_EQ(cluster.sessions_used(), 1);  // all the lines share one session
 }
 
 TEST_F(CliTest, EndpointHealthAndStatus) {
@@ -97,10 +118,16 @@ TEST_F(CliTest, EndpointHealthAndStatus) {
   Result health = Kvctl({ep, "endpoint", "health"});
   EXPECT_EQ(health.exit_code, 0);
   EXPECT_NE(health.output.find(cluster.endpoints()[1] + " is healthy"), std::string::npos);
+  // From ds.rsm.pb.Replica.Status of each replica; replica 1 (id 1) leads.
   Result status = Kvctl({ep, "endpoint", "status"});
-  EXPECT_NE(status.output.find("role=leader"), std::string::npos) << status.output;
-  EXPECT_NE(status.output.find("role=follower"), std::string::npos) << status.output;
-  Result down = Kvctl({"--endpoints=127.0.0.1:1", "--timeout=300ms", "endpoint", "health"});
+  EXPECT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find(cluster.endpoints()[0] + " id=1 role=leader term=7 leader=1"),
+            std::string::npos)
+      << status.output;
+  EXPECT_NE(status.output.find(cluster.endpoints()[1] + " id=2 role=follower term=7 leader=1"),
+            std::string::npos)
+      << status.output;
+  Result down = Kvctl({DeadEndpointsFlag(), "--timeout=300ms", "endpoint", "health"});
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_NE(down.output.find("is unhealthy"), std::string::npos) << down.output;
 }
@@ -117,13 +144,71 @@ TEST_F(CliTest, ErrorsHaveClearMessagesAndExitCodes) {
   EXPECT_NE(bad.output.find("put takes KEY VALUE"), std::string::npos) << bad.output;
   EXPECT_EQ(Kvctl({ep, "put", "", "v"}).exit_code, 2);  // server: empty key
   absl::Time start = absl::Now();
-  Result timeout = Kvctl({"--endpoints=127.0.0.1:1", "--timeout=500ms", "get", "k"});
+  Result timeout = Kvctl({DeadEndpointsFlag(), "--timeout=500ms", "get", "k"});
   EXPECT_EQ(timeout.exit_code, 1);
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
   Result help = Kvctl({"--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.output.find("endpoint status"), std::string::npos);
   EXPECT_NE(help.output.find("--endpoints"), std::string::npos);
+}
+
+TEST_F(CliTest, PutIsOneLogEntry) {
+  FakeKvCluster cluster(3);
+  cluster.set_leader(2);
+  Result put = Kvctl({"--endpoints=" + cluster.endpoints_flag(), "put", "k", "v"});
+  EXPECT_EQ(put.exit_code, 0) << put.output;
+  EXPECT_EQ(cluster.log_entries(), 1u) << "the session cost an entry of its own";
+  EXPECT_EQ(cluster.value("k"), "v");
+}
+
+// A dead first endpoint must not cost a kvctl invocation an attempt timeout
+// (2 s with --timeout=8s): the leader search asks every replica at once and
+// the probe still hanging on the dead endpoint is cancelled at exit. Budget:
+// what the dead endpoint adds to an invocation with every endpoint alive is
+// under 250 ms, comparing the best of 3 runs of each, interleaved. (Not an
+// absolute 250 ms: under ASan on a loaded 2-core machine, starting the process
+// alone has taken longer. Paying the attempt timeout shows in every run, so
+// the best of 3 still catches it, and filters out load hiccups.)
+TEST_F(CliTest, PutWithADeadFirstEndpointIsFast) {
+  FakeKvCluster cluster(3);
+  cluster.set_leader(1);
+  auto closed = ClosedEndpoint::Create();
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  auto hole = BlackholeEndpoint::Create();
+  ASSERT_TRUE(hole.ok()) << hole.status();
+  ASSERT_FALSE(testing::ConnectTime((*hole)->port(), absl::Milliseconds(300)).has_value())
+      << "a connect to the blackhole finished: the test would prove nothing";
+
+  struct Variant {
+    const char* name;
+    std::string first_endpoint;  // "" for none
+    absl::Duration best = absl::InfiniteDuration();
+  };
+  std::vector<Variant> variants = {
+      {"all endpoints alive", ""},
+      {"refusing first endpoint", closed->address()},
+      {"blackholed first endpoint", (*hole)->address()},
+  };
+  int value = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (Variant& v : variants) {
+      std::string endpoints = cluster.endpoints_flag();
+      if (!v.first_endpoint.empty()) endpoints = v.first_endpoint + "," + endpoints;
+      const std::string put_value = std::to_string(++value);
+      Result r = Kvctl({"--endpoints=" + endpoints, "--timeout=8s", "put", "k", put_value});
+      EXPECT_EQ(r.exit_code, 0) << v.name << ": " << r.output;
+      EXPECT_EQ(cluster.value("k"), put_value) << v.name;
+      std::printf("  kvctl put, %s: %s\n", v.name, absl::FormatDuration(r.took).c_str());
+      v.best = std::min(v.best, r.took);
+    }
+  }
+  const absl::Duration baseline = variants[0].best;
+  for (size_t i = 1; i < variants.size(); ++i) {
+    EXPECT_LT(variants[i].best - baseline, absl::Milliseconds(250))
+        << variants[i].name << ": best of 3 " << variants[i].best << " vs " << baseline
+        << " with every endpoint alive";
+  }
 }
 
 TEST_F(CliTest, KvbenchReportsThroughputAndLatency) {
@@ -136,14 +221,14 @@ TEST_F(CliTest, KvbenchReportsThroughputAndLatency) {
   EXPECT_NE(r.output.find("\"errors\":0"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("\"p99\":"), std::string::npos) << r.output;
   EXPECT_GT(cluster.applied_writes(), 0);
-  EXPECT_LE(cluster.registrations(), 4);  // at most one session per client
+  EXPECT_LE(cluster.sessions_used(), 4);  // at most one session per client
 }
 
 TEST_F(CliTest, KvbenchRejectsBadFlagsAndReportsFailures) {
-  EXPECT_EQ(Run("kvbench", {"--endpoints=127.0.0.1:1", "--read_ratio=1.5"}).exit_code, 2);
+  EXPECT_EQ(Run("kvbench", {DeadEndpointsFlag(), "--read_ratio=1.5"}).exit_code, 2);
   EXPECT_EQ(Run("kvbench", {"--clients=2"}).exit_code, 2);
-  Result down = Run(
-      "kvbench", {"--endpoints=127.0.0.1:1", "--clients=1", "--duration=500ms", "--timeout=200ms"});
+  Result down =
+      Run("kvbench", {DeadEndpointsFlag(), "--clients=1", "--duration=500ms", "--timeout=200ms"});
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_NE(down.output.find("operations failed"), std::string::npos) << down.output;
 }

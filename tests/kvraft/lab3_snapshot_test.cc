@@ -9,10 +9,7 @@ namespace {
 
 constexpr int64_t kMaxRaftState = 1000;
 
-uint64_t Seed() {
-  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  return TestSeed(std::string(info->test_suite_name()) + "." + info->name());
-}
+uint64_t Seed() { return CurrentTestSeed(); }
 
 void Check(Clerk* ck, const std::string& key, const std::string& want) {
   absl::StatusOr<std::string> v = ck->Get(key);

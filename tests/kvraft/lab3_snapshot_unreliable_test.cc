@@ -6,10 +6,7 @@
 namespace ds::kv::lab3 {
 namespace {
 
-uint64_t Seed() {
-  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  return TestSeed(std::string(info->test_suite_name()) + "." + info->name());
-}
+uint64_t Seed() { return CurrentTestSeed(); }
 
 TEST(KvRaft3B, SnapshotUnreliable) {
   GenericTest({.clients = 5, .servers = 5, .unreliable = true, .maxraftstate = 1000}, Seed());

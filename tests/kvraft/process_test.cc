@@ -1,16 +1,27 @@
 // Multi-process tests of kvraft-server: real binaries on loopback, killed with
 // SIGKILL, paused with SIGSTOP, restarted; the client history must be
-// linearizable and every acknowledged Append present exactly once.
+// linearizable and every acknowledged Append present exactly once. Then what a
+// write costs (a one-shot kvctl put is one log entry) and the session table's
+// bounds as clients see them on the wire (--max-sessions, the watermark).
 #include <atomic>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/subprocess.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/kv.grpc.pb.h"
 #include "tests/kvraft/process_cluster.h"
 #include "tests/lincheck/linearizability.h"
 
@@ -19,17 +30,23 @@ namespace {
 
 using lincheck::HistoryRecorder;
 using lincheck::OpKind;
+using testing::kKvServer;
+using testing::NewKvClerk;
 using testing::ProcessCluster;
 
 // Raft timing for tests: elections within about a second.
 const std::vector<std::string> kFastRaft = {"--tick-interval=50ms", "--election-ticks=10",
                                             "--log-level=warn"};
 
-std::string Tail(const std::string& path) {
+std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
   ss << in.rdbuf();
-  std::string s = ss.str();
+  return ss.str();
+}
+
+std::string Tail(const std::string& path) {
+  std::string s = ReadFile(path);
   return s.size() > 3000 ? s.substr(s.size() - 3000) : s;
 }
 
@@ -61,7 +78,7 @@ class Workload {
 
  private:
   void Run(ProcessCluster* cluster, int c) {
-    auto clerk = cluster->NewClerk(absl::Seconds(3));
+    auto clerk = NewKvClerk(*cluster, absl::Seconds(3));
     std::mt19937 rng(1000 + c);
     for (int n = 0; !stop_; ++n) {
       // Appends go to append-only keys a<i>, Puts to k<i>, so an acknowledged
@@ -115,12 +132,12 @@ void CheckHistory(Workload& w, ProcessCluster&) {
 }
 
 void CheckAppends(Workload& w, ProcessCluster& cluster) {
-  testing::ExpectAppendsExactlyOnce(w.appends(), cluster);
+  testing::ExpectAppendsExactlyOnce(w.appends(), testing::KvReader(cluster));
 }
 
 TEST(KvraftProcess, LeaderKilledInALoop) {
-  ProcessCluster cluster(3, kFastRaft);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.WaitHealthy(i).ok());
+  ProcessCluster cluster(kKvServer, 3, kFastRaft);
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
   Workload w(&cluster, 4, 3);
   for (int round = 0; round < 4; ++round) {
     absl::SleepFor(absl::Milliseconds(1500));
@@ -139,8 +156,8 @@ TEST(KvraftProcess, LeaderKilledInALoop) {
 }
 
 TEST(KvraftProcess, FiveReplicasRandomKillsAndPauses) {
-  ProcessCluster cluster(5, kFastRaft);
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(cluster.WaitHealthy(i).ok());
+  ProcessCluster cluster(kKvServer, 5, kFastRaft);
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
   Workload w(&cluster, 4, 3);
   std::mt19937 rng(7);
   for (int round = 0; round < 5; ++round) {
@@ -162,15 +179,15 @@ TEST(KvraftProcess, FiveReplicasRandomKillsAndPauses) {
 }
 
 TEST(KvraftProcess, AllReplicasKilledRecoverAcknowledgedWrites) {
-  ProcessCluster cluster(3, kFastRaft);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.WaitHealthy(i).ok());
-  auto clerk = cluster.NewClerk(absl::Seconds(20));
+  ProcessCluster cluster(kKvServer, 3, kFastRaft);
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  auto clerk = NewKvClerk(cluster, absl::Seconds(20));
   for (int i = 0; i < 50; ++i)
     ASSERT_TRUE(clerk->Put(absl::StrCat("key", i), absl::StrCat("v", i)).ok());
   ASSERT_TRUE(clerk->Append("key0", "+x").ok());
   for (int i = 0; i < 3; ++i) cluster.Restart(i);  // kill -9 each, start again
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.WaitHealthy(i).ok());
-  auto fresh = cluster.NewClerk(absl::Seconds(20));
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  auto fresh = NewKvClerk(cluster, absl::Seconds(20));
   for (int i = 1; i < 50; ++i) {
     auto r = fresh->Get(absl::StrCat("key", i));
     ASSERT_TRUE(r.ok()) << r.status();
@@ -182,10 +199,11 @@ TEST(KvraftProcess, AllReplicasKilledRecoverAcknowledgedWrites) {
 }
 
 TEST(KvraftProcess, SnapshotsBoundTheLogAndCatchUpARestartedReplica) {
-  ProcessCluster cluster(3, {"--tick-interval=50ms", "--election-ticks=10", "--log-level=warn",
-                             "--snapshot-threshold-bytes=20000"});
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.WaitHealthy(i).ok());
-  auto clerk = cluster.NewClerk(absl::Seconds(20));
+  ProcessCluster cluster(kKvServer, 3,
+                         {"--tick-interval=50ms", "--election-ticks=10", "--log-level=warn",
+                          "--snapshot-threshold-bytes=20000"});
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  auto clerk = NewKvClerk(cluster, absl::Seconds(20));
   ASSERT_TRUE(clerk->Put("warm", "up").ok());
   int leader = cluster.Leader();
   ASSERT_GE(leader, 0);
@@ -194,7 +212,7 @@ TEST(KvraftProcess, SnapshotsBoundTheLogAndCatchUpARestartedReplica) {
   const std::string value(200, 'x');
   for (int i = 0; i < 400; ++i) ASSERT_TRUE(clerk->Put(absl::StrCat("k", i % 50), value).ok());
   ASSERT_TRUE(clerk->Put("last", "1").ok());
-  auto leader_status = clerk->EndpointStatus(cluster.endpoints()[leader]);
+  auto leader_status = cluster.Status(leader);
   ASSERT_TRUE(leader_status.ok());
   EXPECT_GT(leader_status->snapshot_index(), 0u);
   EXPECT_LT(leader_status->log_bytes(), 3 * 20000u) << "the log is not being compacted";
@@ -205,7 +223,7 @@ TEST(KvraftProcess, SnapshotsBoundTheLogAndCatchUpARestartedReplica) {
   absl::Time deadline = absl::Now() + absl::Seconds(30);
   uint64_t applied = 0;
   while (absl::Now() < deadline) {
-    auto st = clerk->EndpointStatus(cluster.endpoints()[lagging]);
+    auto st = cluster.Status(lagging);
     if (st.ok()) applied = st->applied_index();
     if (applied >= leader_status->commit_index()) break;
     absl::SleepFor(absl::Milliseconds(100));
@@ -214,9 +232,9 @@ TEST(KvraftProcess, SnapshotsBoundTheLogAndCatchUpARestartedReplica) {
 }
 
 TEST(KvraftProcess, GracefulShutdownOnSigterm) {
-  ProcessCluster cluster(1, kFastRaft);
+  ProcessCluster cluster(kKvServer, 1, kFastRaft);
   ASSERT_TRUE(cluster.WaitHealthy(0).ok());
-  auto clerk = cluster.NewClerk(absl::Seconds(10));
+  auto clerk = NewKvClerk(cluster, absl::Seconds(10));
   ASSERT_TRUE(clerk->Put("a", "1").ok());
   EXPECT_EQ(cluster.Terminate(0), 0);
   cluster.Start(0);
@@ -224,6 +242,304 @@ TEST(KvraftProcess, GracefulShutdownOnSigterm) {
   auto r = clerk->Get("a");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->value, "1");
+}
+
+// ---- what a write costs, and the session table on the wire ----
+
+// The group once it is quiet: one leader, every replica on the same term and
+// commit index with everything applied, unchanged over two looks 200 ms apart.
+struct QuietGroup {
+  int leader = -1;
+  rsm::pb::StatusResponse status;  // the leader's
+};
+
+// One look at the group: nullopt unless it is quiet.
+std::optional<QuietGroup> LookQuiet(ProcessCluster& cluster) {
+  QuietGroup group;
+  std::vector<rsm::pb::StatusResponse> all;
+  for (int i = 0; i < cluster.size(); ++i) {
+    auto st = cluster.Status(i);
+    if (!st.ok() || st->applied_index() != st->commit_index()) return std::nullopt;
+    if (st->role() == rsm::pb::ROLE_LEADER) {
+      if (group.leader >= 0) return std::nullopt;  // two leaders (of different terms)
+      group = {i, *st};
+    }
+    all.push_back(*st);
+  }
+  if (group.leader < 0) return std::nullopt;
+  for (const rsm::pb::StatusResponse& st : all) {
+    if (st.term() != group.status.term() || st.commit_index() != group.status.commit_index()) {
+      return std::nullopt;
+    }
+  }
+  return group;
+}
+
+std::optional<QuietGroup> WaitQuiet(ProcessCluster& cluster, absl::Duration limit) {
+  std::optional<QuietGroup> previous;
+  const absl::Time deadline = absl::Now() + limit;
+  while (absl::Now() < deadline) {
+    std::optional<QuietGroup> now = LookQuiet(cluster);
+    if (now && previous && previous->leader == now->leader &&
+        previous->status.term() == now->status.term() &&
+        previous->status.commit_index() == now->status.commit_index()) {
+      return now;
+    }
+    previous = now;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  return std::nullopt;
+}
+
+TEST(KvraftProcess, OneShotKvctlPutCostsOneLogEntry) {
+  // Slower elections than kFastRaft: an election during the measurement adds
+  // the new leader's no-op entry (the test then measures again).
+  ProcessCluster cluster(kKvServer, 3,
+                         {"--tick-interval=50ms", "--election-ticks=20", "--log-level=warn"});
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  ASSERT_GE(cluster.WaitForLeader(), 0);
+  bool measured = false;
+  for (int attempt = 0; attempt < 3 && !measured; ++attempt) {
+    std::optional<QuietGroup> before = WaitQuiet(cluster, absl::Seconds(20));
+    ASSERT_TRUE(before.has_value()) << "the group never became quiet";
+    const std::string key = absl::StrCat("kvctl-key-", attempt);
+    const std::string out = absl::StrCat(cluster.dir(), "/kvctl-", attempt, ".out");
+    auto kvctl = common::Subprocess::Start(
+        {.argv = {common::BinaryPath("kvctl"), "--endpoints=" + cluster.endpoints_flag(),
+                  "--timeout=20s", "put", key, "one-entry"},
+         .log_path = out});
+    ASSERT_TRUE(kvctl.ok()) << kvctl.status();
+    const std::optional<int> exit_status = (*kvctl)->WaitFor(absl::Seconds(40));
+    ASSERT_TRUE(exit_status.has_value()) << "kvctl did not finish";
+    ASSERT_EQ(*exit_status, 0) << ReadFile(out);
+    EXPECT_NE(ReadFile(out).find("OK"), std::string::npos) << ReadFile(out);
+
+    std::optional<QuietGroup> after = WaitQuiet(cluster, absl::Seconds(20));
+    ASSERT_TRUE(after.has_value()) << "the group never became quiet again";
+    if (after->leader != before->leader || after->status.term() != before->status.term()) {
+      continue;  // an election came in between: its no-op entry spoils the count
+    }
+    measured = true;
+    EXPECT_EQ(after->status.commit_index(), before->status.commit_index() + 1)
+        << "a one-shot put should append exactly one entry (its session is opened by it)";
+    EXPECT_EQ(after->status.applied_index(), before->status.applied_index() + 1);
+    auto read = NewKvClerk(cluster, absl::Seconds(20))->Get(key);
+    ASSERT_TRUE(read.ok()) << read.status();
+    EXPECT_EQ(read->value, "one-entry");
+  }
+  EXPECT_TRUE(measured) << "every attempt crossed a leader election";
+}
+
+rsm::pb::SessionRef Session(uint64_t client_id, int64_t created_unix_micros, uint64_t sequence) {
+  rsm::pb::SessionRef ref;
+  ref.set_client_id(client_id);
+  ref.set_created_unix_micros(created_unix_micros);
+  ref.set_sequence(sequence);
+  return ref;
+}
+
+// One unary call's outcome as the wire carried it.
+struct WireReply {
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  std::string message;
+  int64_t session_watermark = 0;  // trailer "ds-session-watermark" (0: absent)
+};
+
+std::string Trailer(const grpc::ClientContext& ctx, const std::string& name) {
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  auto it = trailers.find(name);
+  return it == trailers.end() ? "" : std::string(it->second.data(), it->second.size());
+}
+
+// Makes the call `call(stub, ctx)` at the leader, and again (the same request:
+// a retry, deduplicated by its session) while the answer is UNAVAILABLE or
+// DEADLINE_EXCEEDED, that is while leadership moves, for up to 30 s.
+template <typename Call>
+WireReply CallLeader(ProcessCluster& cluster, Call call) {
+  WireReply reply{grpc::StatusCode::UNAVAILABLE, "no leader"};
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline) {
+    const int leader = cluster.WaitForLeader();
+    if (leader < 0) break;
+    auto stub = pb::KvService::NewStub(
+        grpc::CreateChannel(cluster.endpoints()[leader], grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    const grpc::Status st = call(*stub, ctx);
+    reply = {st.error_code(), st.error_message(), 0};
+    if (!absl::SimpleAtoi(Trailer(ctx, "ds-session-watermark"), &reply.session_watermark)) {
+      reply.session_watermark = 0;
+    }
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return reply;
+}
+
+WireReply Put(ProcessCluster& cluster, const rsm::pb::SessionRef& session, const std::string& key,
+              const std::string& value) {
+  pb::PutRequest req;
+  req.set_key(key);
+  req.set_value(value);
+  *req.mutable_session() = session;
+  return CallLeader(cluster, [&](pb::KvService::Stub& stub, grpc::ClientContext& ctx) {
+    pb::PutResponse resp;
+    return stub.Put(&ctx, req, &resp);
+  });
+}
+
+WireReply Append(ProcessCluster& cluster, const rsm::pb::SessionRef& session,
+                 const std::string& key, const std::string& value) {
+  pb::AppendRequest req;
+  req.set_key(key);
+  req.set_value(value);
+  *req.mutable_session() = session;
+  return CallLeader(cluster, [&](pb::KvService::Stub& stub, grpc::ClientContext& ctx) {
+    pb::AppendResponse resp;
+    return stub.Append(&ctx, req, &resp);
+  });
+}
+
+// `key`'s value read at the leader (linearizable); nullopt: not found.
+std::optional<std::string> Read(ProcessCluster& cluster, const std::string& key) {
+  pb::GetRequest req;
+  req.set_key(key);
+  pb::GetResponse resp;
+  const WireReply r = CallLeader(cluster, [&](pb::KvService::Stub& stub, grpc::ClientContext& ctx) {
+    resp.Clear();
+    return stub.Get(&ctx, req, &resp);
+  });
+  EXPECT_EQ(r.code, grpc::StatusCode::OK) << "Get " << key << ": " << r.message;
+  if (!resp.found()) return std::nullopt;
+  return resp.value();
+}
+
+// Waits until every replica has applied what the leader had committed.
+::testing::AssertionResult AllReplicasCaughtUp(ProcessCluster& cluster) {
+  const int leader = cluster.WaitForLeader();
+  if (leader < 0) return ::testing::AssertionFailure() << "no leader";
+  auto leader_status = cluster.Status(leader);
+  if (!leader_status.ok()) return ::testing::AssertionFailure() << leader_status.status();
+  const uint64_t target = leader_status->commit_index();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  for (int i = 0; i < cluster.size(); ++i) {
+    while (true) {
+      auto st = cluster.Status(i);
+      if (st.ok() && st->applied_index() >= target) break;
+      if (absl::Now() > deadline) {
+        return ::testing::AssertionFailure() << "replica " << i + 1 << " did not apply " << target;
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::vector<std::string> WithFlags(std::vector<std::string> more) {
+  std::vector<std::string> flags = kFastRaft;
+  flags.insert(flags.end(), more.begin(), more.end());
+  return flags;
+}
+
+TEST(KvraftProcess, MaxSessionsBoundsTheTableByEvictingTheLeastRecentlyUsed) {
+  ProcessCluster cluster(kKvServer, 3, WithFlags({"--max-sessions=2"}));
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  // Ids in the order of first use: if two sessions were last active at the
+  // same logical time (a new leader whose clock is behind), the lower id goes
+  // first, so A is evicted either way.
+  const int64_t now = absl::ToUnixMicros(absl::Now());
+  const uint64_t a = 0xA000'0001, b = 0xB000'0002, c = 0xC000'0003;
+  const int64_t a_created = now - 3000, b_created = now - 2000, c_created = now - 1000;
+  ASSERT_EQ(Append(cluster, Session(a, a_created, 1), "lru-a", "a1;").code, grpc::StatusCode::OK);
+  const rsm::pb::SessionRef a_latest = Session(a, a_created, 2);
+  ASSERT_EQ(Append(cluster, a_latest, "lru-a", "a2;").code, grpc::StatusCode::OK);
+  const rsm::pb::SessionRef b_latest = Session(b, b_created, 1);
+  ASSERT_EQ(Append(cluster, b_latest, "lru-b", "b1;").code, grpc::StatusCode::OK);
+  // A third session: the table evicts A, the least recently used.
+  ASSERT_EQ(Append(cluster, Session(c, c_created, 1), "lru-c", "c1;").code, grpc::StatusCode::OK);
+
+  // A's latest command again (a retry): its session is gone, so its outcome
+  // cannot be told; refused, with the watermark for the client's next session.
+  const WireReply retry = Append(cluster, a_latest, "lru-a", "a2;");
+  EXPECT_EQ(retry.code, grpc::StatusCode::ABORTED) << retry.message;
+  EXPECT_EQ(retry.session_watermark, a_created)
+      << "ds-session-watermark should carry the evicted session's creation time";
+  EXPECT_EQ(Read(cluster, "lru-a"), "a1;a2;");
+
+  ASSERT_TRUE(AllReplicasCaughtUp(cluster));
+  for (int i = 0; i < cluster.size(); ++i) {
+    auto st = cluster.Status(i);
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_LE(st->sessions(), 2u) << "replica " << i + 1;
+    EXPECT_EQ(st->sessions(), 2u) << "replica " << i + 1 << " should hold B and C";
+  }
+
+  // B was not evicted: its retry gets the cached answer, not a second append.
+  const WireReply b_retry = Append(cluster, b_latest, "lru-b", "b1;");
+  EXPECT_EQ(b_retry.code, grpc::StatusCode::OK) << b_retry.message;
+  EXPECT_EQ(Read(cluster, "lru-b"), "b1;");
+}
+
+TEST(KvraftProcess, UnknownSessionCreatedAtOrBeforeTheWatermarkIsRefusedEvenAtSequenceOne) {
+  ProcessCluster cluster(kKvServer, 3, WithFlags({"--max-sessions=1"}));
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  const int64_t a_created = absl::ToUnixMicros(absl::Now()) - 2000;
+  ASSERT_EQ(Put(cluster, Session(0xA1, a_created, 1), "wm-a", "a").code, grpc::StatusCode::OK);
+  // B's session evicts A's: the watermark is now A's creation time.
+  ASSERT_EQ(Put(cluster, Session(0xB2, a_created + 1000, 1), "wm-b", "b").code,
+            grpc::StatusCode::OK);
+
+  // Sessions the servers never saw, created at and before the watermark: the
+  // first command of a session forgotten since looks just like them.
+  for (const int64_t created : {a_created, a_created - 1000}) {
+    const WireReply r = Put(cluster, Session(0xD3, created, 1), "wm-d", "d");
+    EXPECT_EQ(r.code, grpc::StatusCode::ABORTED) << "created " << created << ": " << r.message;
+    EXPECT_EQ(r.session_watermark, a_created);
+  }
+  EXPECT_FALSE(Read(cluster, "wm-d").has_value()) << "a refused write was applied";
+
+  // A session created after the watermark is new.
+  const WireReply fresh =
+      Put(cluster, Session(0xE4, absl::ToUnixMicros(absl::Now()), 1), "wm-e", "e");
+  EXPECT_EQ(fresh.code, grpc::StatusCode::OK) << fresh.message;
+  EXPECT_EQ(Read(cluster, "wm-e"), "e");
+}
+
+TEST(KvraftProcess, SessionsAndTheWatermarkSurviveARestartFromASnapshot) {
+  ProcessCluster cluster(kKvServer, 1,
+                         WithFlags({"--max-sessions=1", "--snapshot-threshold-bytes=4000"}));
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  const int64_t a_created = absl::ToUnixMicros(absl::Now()) - 2000;
+  const rsm::pb::SessionRef a1 = Session(0xA1, a_created, 1);
+  ASSERT_EQ(Append(cluster, a1, "snap-a", "a;").code, grpc::StatusCode::OK);
+  // B's session evicts A's; B's writes fill the log past the snapshot threshold.
+  rsm::pb::SessionRef b = Session(0xB2, a_created + 1000, 0);
+  for (int i = 0; i < 40; ++i) {
+    b.set_sequence(b.sequence() + 1);
+    ASSERT_EQ(Append(cluster, b, "snap-b", absl::StrCat(std::string(200, 'x'), ";")).code,
+              grpc::StatusCode::OK);
+  }
+  auto before = cluster.Status(0);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_GT(before->snapshot_index(), 0u) << "no snapshot was taken";
+
+  cluster.Restart(0);  // kill -9: the table comes back from the snapshot and the log
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  auto after = cluster.Status(0);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->sessions(), 1u);
+  const WireReply a_retry = Append(cluster, a1, "snap-a", "a;");
+  EXPECT_EQ(a_retry.code, grpc::StatusCode::ABORTED) << a_retry.message;
+  EXPECT_EQ(a_retry.session_watermark, a_created);
+  const WireReply b_retry = Append(cluster, b, "snap-b", "retried;");
+  EXPECT_EQ(b_retry.code, grpc::StatusCode::OK) << b_retry.message;
+  const std::optional<std::string> b_value = Read(cluster, "snap-b");
+  ASSERT_TRUE(b_value.has_value());
+  EXPECT_EQ(b_value->size(), 40 * 201u) << "B's retry was applied again after the restart";
+  EXPECT_EQ(Read(cluster, "snap-a"), "a;");
 }
 
 }  // namespace

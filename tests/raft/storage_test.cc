@@ -10,6 +10,8 @@
 #include "raft/storage/memory_storage.h"
 #include "raft/storage/rocksdb_storage.h"
 #include "raft/storage/storage.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
 #include "tests/raft/storage_test_util.h"
 
 namespace ds::raft {
@@ -100,6 +102,56 @@ TYPED_TEST(StorageConformance, SaveRejectsAGapAfterTheLastEntry) {
   this->Append(1, 2, 1);
   EXPECT_FALSE(this->storage_->Save(nullptr, {Entry(4, 1)}, true).ok());
   EXPECT_EQ(this->storage_->LastIndex(), 2u);
+}
+
+TYPED_TEST(StorageConformance, SaveRejectsNonContiguousEntries) {
+  this->Append(1, 2, 1);
+  Storage& s = *this->storage_;
+  EXPECT_EQ(s.Save(nullptr, {Entry(3, 1), Entry(5, 1)}, true).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.LastIndex(), 2u);
+}
+
+TYPED_TEST(StorageConformance, SaveRejectsATermLowerThanTheEntryBefore) {
+  this->Append(1, 2, 3);
+  Storage& s = *this->storage_;
+  EXPECT_EQ(s.Save(nullptr, {Entry(3, 2)}, true).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.Save(nullptr, {Entry(3, 3), Entry(4, 1)}, true).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.LastIndex(), 2u);
+}
+
+// A committed entry is never truncated or overwritten (§5.4: Leader
+// Completeness); a driver that tries has a bug, and nothing is written.
+TYPED_TEST(StorageConformance, SaveRefusesToOverwriteCommittedEntries) {
+  Storage& s = *this->storage_;
+  pb::HardState hs;
+  hs.set_term(1);
+  hs.set_commit(3);
+  ASSERT_TRUE(s.Save(&hs, {Entry(1, 1), Entry(2, 1), Entry(3, 1), Entry(4, 1)}, true).ok());
+  pb::HardState newer = hs;
+  newer.set_term(2);
+  EXPECT_EQ(s.Save(&newer, {Entry(3, 2)}, true).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.LastIndex(), 4u);
+  EXPECT_EQ(*s.Term(3), 1u);
+  EXPECT_EQ(s.GetInitialState()->hard_state.term(), 1u) << "a rejected Save writes nothing";
+  // The uncommitted suffix may still be replaced.
+  EXPECT_TRUE(s.Save(&newer, {Entry(4, 2)}, true).ok());
+}
+
+TYPED_TEST(StorageConformance, ApplySnapshotRefusesToDiscardCommittedEntries) {
+  Storage& s = *this->storage_;
+  pb::HardState hs;
+  hs.set_term(1);
+  hs.set_commit(5);
+  ASSERT_TRUE(
+      s.Save(&hs, {Entry(1, 1), Entry(2, 1), Entry(3, 1), Entry(4, 1), Entry(5, 1)}, true).ok());
+  pb::Snapshot snap;
+  snap.mutable_metadata()->set_index(4);
+  snap.mutable_metadata()->set_term(1);
+  EXPECT_EQ(s.ApplySnapshot(snap).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.LastIndex(), 5u);
+  EXPECT_EQ(s.FirstIndex(), 1u);
 }
 
 TYPED_TEST(StorageConformance, EntriesHonorsMaxBytesButReturnsAtLeastOne) {
@@ -205,6 +257,78 @@ TEST(RocksDbStorage, ReopenRestoresHardStateLogAndSnapshot) {
   EXPECT_EQ((*s)->GetInitialState()->hard_state.commit(), 7u);
   EXPECT_EQ((*s)->GetSnapshot()->data(), "snap");
   EXPECT_EQ((*s)->SnapshotBytes(), 4u);
+}
+
+// ---- RocksDB only: a damaged database is kDataLoss at Open ----
+
+// Writes `entry` under its log key ("e" + big-endian index), bypassing Save.
+void PutRawEntry(rocksdb::DB* db, uint64_t index, const pb::Entry& entry) {
+  std::string key(9, '\0');
+  key[0] = 'e';
+  for (int i = 0; i < 8; ++i) key[1 + i] = static_cast<char>((index >> (56 - 8 * i)) & 0xff);
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), key, entry.SerializeAsString()).ok());
+}
+
+// Opens the database underneath RocksDbStorage to damage it.
+std::unique_ptr<rocksdb::DB> OpenRaw(const std::string& path) {
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(rocksdb::Options(), path, &raw);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return std::unique_ptr<rocksdb::DB>(raw);
+}
+
+void ExpectDataLoss(const std::string& path, const std::string& message) {
+  auto s = RocksDbStorage::Open(path);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  EXPECT_NE(s.status().message().find(message), std::string::npos) << s.status();
+}
+
+TEST(RocksDbStorage, OpenReportsACommitIndexBeyondTheLog) {
+  TempDir dir;
+  {
+    auto s = RocksDbStorage::Open(dir.path());
+    ASSERT_TRUE(s.ok()) << s.status();
+    pb::HardState hs;
+    hs.set_term(1);
+    hs.set_commit(9);
+    ASSERT_TRUE((*s)->Save(&hs, {Entry(1, 1), Entry(2, 1)}, true).ok());
+  }
+  ExpectDataLoss(dir.path(), "hard state commit index 9 is beyond last index 2");
+}
+
+TEST(RocksDbStorage, OpenReportsATermGoingDown) {
+  TempDir dir;
+  {
+    auto s = RocksDbStorage::Open(dir.path());
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_TRUE((*s)->Save(nullptr, {Entry(1, 2), Entry(2, 2)}, true).ok());
+  }
+  PutRawEntry(OpenRaw(dir.path()).get(), 3, Entry(3, 1));
+  ExpectDataLoss(dir.path(), "entry 3 has term 1, lower than term 2 of the entry before it");
+}
+
+TEST(RocksDbStorage, OpenReportsAHoleInTheLog) {
+  TempDir dir;
+  {
+    auto s = RocksDbStorage::Open(dir.path());
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_TRUE((*s)->Save(nullptr, {Entry(1, 1), Entry(2, 1)}, true).ok());
+  }
+  PutRawEntry(OpenRaw(dir.path()).get(), 4, Entry(4, 1));
+  ExpectDataLoss(dir.path(), "log hole: expected 3 got 4");
+}
+
+TEST(RocksDbStorage, OpenReportsSnapshotMetadataWithoutData) {
+  TempDir dir;
+  {
+    auto s = RocksDbStorage::Open(dir.path());
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_TRUE((*s)->Save(nullptr, {Entry(1, 1), Entry(2, 1)}, true).ok());
+    ASSERT_TRUE((*s)->CreateSnapshot(2, {}, "state").ok());
+  }
+  ASSERT_TRUE(OpenRaw(dir.path())->Delete(rocksdb::WriteOptions(), "d").ok());
+  ExpectDataLoss(dir.path(), "snapshot at index 2 has metadata but no data");
 }
 
 TEST(RocksDbStorage, OpenFailsWithoutCreateIfMissing) {

@@ -1,11 +1,13 @@
-// Multi-process tests of the Batch-stream client (client/kv_stream.h) and of
-// KvService.Batch, against real kvraft-server processes: AsyncClerk semantics,
-// many sessions over few connections, a killed and a paused leader (histories
-// checked for linearizability, appends for exactly-once), KvConnection's and
-// KvPool's failure paths, and the server's per-request validation.
+// Multi-process tests of the Batch-stream client (client/kv_stream.h) against
+// real kvraft-server processes: AsyncClerk semantics and sessions, many
+// sessions over few connections, a killed and a paused leader (histories
+// checked for linearizability, appends for exactly-once), a blackholed
+// endpoint, and KvConnection's and KvPool's failure paths. (KvService.Batch
+// as the server serves it is tested in tests/kvraft/batch_test.cc.)
 #include "client/kv_stream.h"
 
 #include <atomic>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -20,42 +22,35 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "client/clerk.h"
 #include "gtest/gtest.h"
-#include "tests/kvraft/process_cluster.h"
+#include "tests/client/unreachable_endpoint.h"
+#include "tests/common/kv_checks.h"
+#include "tests/common/process_cluster.h"
 #include "tests/lincheck/linearizability.h"
 
-namespace ds::kv {
+namespace ds::client {
 namespace {
 
-using client::AsyncClerk;
-using client::ClerkOptions;
-using client::GetResult;
-using client::KvConnection;
-using client::KvPool;
+using ds::testing::ProcessCluster;
+using kv::pb::KvRequest;
+using kv::pb::KvResponse;
 using lincheck::HistoryRecorder;
 using lincheck::OpKind;
-using testing::ProcessCluster;
 
-// Raft timing for tests: elections within about a second (as process_test.cc).
-// The request limit is small so that a value over it is cheap to send.
+constexpr char kServer[] = "kvraft-server";
+
+// Raft timing for tests: elections within about a second.
 const std::vector<std::string> kFastRaft = {"--tick-interval=50ms", "--election-ticks=10",
-                                            "--log-level=warn", "--max-request-bytes=4096"};
+                                            "--log-level=warn"};
 
 // How long after its deadline a callback may still come before the test calls
 // it a hang: the pool's timer period plus scheduling delays under ASan on a
 // loaded 2-core machine.
 constexpr absl::Duration kCallbackSlack = absl::Seconds(2);
 
-absl::StatusCode CodeOf(const pb::KvResponse& r) { return static_cast<absl::StatusCode>(r.code()); }
-
-// The replica that says it is the leader, waiting up to `limit` for one; -1 if none.
-int WaitForLeader(ProcessCluster& cluster, absl::Duration limit = absl::Seconds(20)) {
-  const absl::Time deadline = absl::Now() + limit;
-  while (absl::Now() < deadline) {
-    if (int leader = cluster.Leader(); leader >= 0) return leader;
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  return -1;
+absl::StatusCode CodeOf(const KvResponse& r) {
+  return static_cast<absl::StatusCode>(r.status().code());
 }
 
 // One healthy 3-replica cluster for the tests that neither kill, pause nor
@@ -63,11 +58,8 @@ int WaitForLeader(ProcessCluster& cluster, absl::Duration limit = absl::Seconds(
 // and removed at exit.
 ProcessCluster& HealthyCluster() {
   static const std::unique_ptr<ProcessCluster> cluster = [] {
-    auto c = std::make_unique<ProcessCluster>(3, kFastRaft);
-    for (int i = 0; i < c->size(); ++i) {
-      absl::Status st = c->WaitHealthy(i);
-      if (!st.ok()) ADD_FAILURE() << "replica " << i + 1 << ": " << st;
-    }
+    auto c = std::make_unique<ProcessCluster>(kServer, 3, kFastRaft);
+    if (absl::Status st = c->WaitAllHealthy(); !st.ok()) ADD_FAILURE() << st;
     return c;
   }();
   return *cluster;
@@ -129,57 +121,28 @@ std::optional<T> Await(Start start, absl::Duration limit) {
 // Sends `request` on `conn` with a deadline `timeout` from now without
 // waiting; its answer lands in the result (AwaitResult), which the callback
 // keeps alive however late it comes.
-std::shared_ptr<CallResult<pb::KvResponse>> SendLater(KvConnection* conn, pb::KvRequest request,
-                                                      absl::Duration timeout) {
-  auto r = std::make_shared<CallResult<pb::KvResponse>>();
+std::shared_ptr<CallResult<KvResponse>> SendLater(KvConnection* conn, KvRequest request,
+                                                  absl::Duration timeout) {
+  auto r = std::make_shared<CallResult<KvResponse>>();
   conn->Send(std::move(request), absl::Now() + timeout, RecordInto(r));
   return r;
 }
 
 // Sends `request` on `conn` with a deadline `timeout` from now and waits for
 // its answer (nullopt: none by the deadline plus slack).
-std::optional<pb::KvResponse> SendAndWait(KvConnection* conn, pb::KvRequest request,
-                                          absl::Duration timeout) {
-  return Await<pb::KvResponse>(
+std::optional<KvResponse> SendAndWait(KvConnection* conn, KvRequest request,
+                                      absl::Duration timeout) {
+  return Await<KvResponse>(
       [&](KvConnection::Callback cb) {
         conn->Send(std::move(request), absl::Now() + timeout, std::move(cb));
       },
       timeout + kCallbackSlack);
 }
 
-pb::KvRequest MakeGet(std::string key) {
-  pb::KvRequest r;
+KvRequest MakeGet(std::string key) {
+  KvRequest r;
   r.mutable_get()->set_key(std::move(key));
   return r;
-}
-
-pb::KvRequest MakePut(std::string key, std::string value, uint64_t client_id, uint64_t sequence) {
-  pb::KvRequest r;
-  pb::PutRequest* put = r.mutable_put();
-  put->set_key(std::move(key));
-  put->set_value(std::move(value));
-  put->set_client_id(client_id);
-  put->set_sequence(sequence);
-  return r;
-}
-
-// Sends `request` to whichever replica is the leader, again while the answer
-// is UNAVAILABLE or DEADLINE_EXCEEDED (leadership moving), for up to 20 s.
-std::optional<pb::KvResponse> SendToLeader(ProcessCluster& cluster, KvPool& pool,
-                                           const pb::KvRequest& request) {
-  std::optional<pb::KvResponse> resp;
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (absl::Now() < deadline) {
-    const int leader = WaitForLeader(cluster);
-    if (leader < 0) break;
-    resp = SendAndWait(pool.connection(leader, 0), request, absl::Seconds(3));
-    if (!resp) return resp;
-    if (CodeOf(*resp) != absl::StatusCode::kUnavailable &&
-        CodeOf(*resp) != absl::StatusCode::kDeadlineExceeded) {
-      return resp;
-    }
-  }
-  return resp;
 }
 
 // An AsyncClerk used one call at a time from the test thread.
@@ -204,7 +167,7 @@ class BlockingClerk {
     return Result(Await<absl::StatusOr<bool>>(
         [&](auto cb) { clerk_.Delete(std::move(key), std::move(cb)); }, limit_));
   }
-  uint64_t client_id() const { return clerk_.client_id(); }
+  SessionState session() const { return clerk_.session(); }
 
  private:
   template <typename T>
@@ -268,7 +231,7 @@ class AsyncWorkload {
 
   HistoryRecorder& history() { return history_; }
   int clients() const { return options_.clients; }
-  uint64_t client_id(int c) const { return clients_[c]->clerk.client_id(); }
+  SessionState session(int c) const { return clients_[c]->clerk.session(); }
   int duplicate_callbacks() const { return duplicate_callbacks_.load(); }
   std::vector<Outcome> outcomes() {
     absl::MutexLock lock(&mu_);
@@ -361,10 +324,22 @@ class AsyncWorkload {
   std::map<std::string, bool> appends_ ABSL_GUARDED_BY(mu_);
 };
 
-void ExpectLinearizable(AsyncWorkload& w) { testing::ExpectLinearizable(w.history().Snapshot()); }
+void ExpectLinearizable(AsyncWorkload& w) {
+  ds::testing::ExpectLinearizable(w.history().Snapshot());
+}
 
+// Reads the final values through a Clerk (the unary path).
 void ExpectAppendsExactlyOnce(AsyncWorkload& w, ProcessCluster& cluster) {
-  testing::ExpectAppendsExactlyOnce(w.appends(), cluster);
+  auto clerk = Clerk::Create({.endpoints = cluster.endpoints(),
+                              .operation_timeout = absl::Seconds(20),
+                              .attempt_timeout = absl::Milliseconds(500)});
+  ASSERT_TRUE(clerk.ok()) << clerk.status();
+  ds::testing::ExpectAppendsExactlyOnce(w.appends(),
+                                        [&](const std::string& key) -> absl::StatusOr<std::string> {
+                                          absl::StatusOr<GetResult> r = (*clerk)->Get(key);
+                                          if (!r.ok()) return r.status();
+                                          return r->value;
+                                        });
 }
 
 // Operations that returned OK within [from, to].
@@ -381,7 +356,7 @@ int AcknowledgedBetween(const std::vector<AsyncWorkload::Outcome>& outcomes, abs
 
 TEST(AsyncClerk, PutAppendGetDeleteHaveClerkSemantics) {
   ProcessCluster& cluster = HealthyCluster();
-  ASSERT_GE(WaitForLeader(cluster), 0);
+  ASSERT_GE(cluster.WaitForLeader(), 0);
   BlockingClerk clerk(Options(cluster, absl::Seconds(10)),
                       std::make_shared<KvPool>(cluster.endpoints(), 1));
 
@@ -413,7 +388,7 @@ TEST(AsyncClerk, PutAppendGetDeleteHaveClerkSemantics) {
 
 TEST(AsyncClerk, GetOfAMissingKeyIsNotFoundWithAnEmptyValue) {
   ProcessCluster& cluster = HealthyCluster();
-  ASSERT_GE(WaitForLeader(cluster), 0);
+  ASSERT_GE(cluster.WaitForLeader(), 0);
   BlockingClerk clerk(Options(cluster, absl::Seconds(10)),
                       std::make_shared<KvPool>(cluster.endpoints(), 1));
   auto r = clerk.Get("missing-never-written");
@@ -422,23 +397,89 @@ TEST(AsyncClerk, GetOfAMissingKeyIsNotFoundWithAnEmptyValue) {
   EXPECT_EQ(r->value, "");
 }
 
-TEST(AsyncClerk, RegistersASessionAtItsFirstWriteAndNotForReads) {
+// What the leader reports (Replica.Status): to see what one operation cost.
+struct LeaderView {
+  int leader = -1;
+  uint64_t term = 0;
+  uint64_t applied_index = 0;
+  uint64_t sessions = 0;
+};
+
+std::optional<LeaderView> ViewLeader(ProcessCluster& cluster) {
+  const int leader = cluster.WaitForLeader();
+  if (leader < 0) return std::nullopt;
+  auto st = cluster.Status(leader);
+  if (!st.ok()) return std::nullopt;
+  return LeaderView{leader, st->term(), st->applied_index(), st->sessions()};
+}
+
+TEST(AsyncClerk, OpensItsSessionWithItsFirstWriteInOneLogEntryAndNotForReads) {
   ProcessCluster& cluster = HealthyCluster();
-  ASSERT_GE(WaitForLeader(cluster), 0);
-  BlockingClerk clerk(Options(cluster, absl::Seconds(10)),
-                      std::make_shared<KvPool>(cluster.endpoints(), 1));
-  ASSERT_TRUE(clerk.Get("session-key").ok());
-  EXPECT_EQ(clerk.client_id(), 0u) << "a Get opened a session";
-  ASSERT_TRUE(clerk.Put("session-key", "x").ok());
-  const uint64_t id = clerk.client_id();
-  EXPECT_NE(id, 0u);
-  ASSERT_TRUE(clerk.Append("session-key", "y").ok());
-  EXPECT_EQ(clerk.client_id(), id) << "a second write opened another session";
+  // An election in the middle (a loaded machine) adds an entry of its own:
+  // then measure again, with a new clerk.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const std::string key = absl::StrCat("session-key-", attempt);
+    std::optional<LeaderView> before = ViewLeader(cluster);
+    ASSERT_TRUE(before.has_value()) << "no leader";
+    BlockingClerk clerk(Options(cluster, absl::Seconds(10)),
+                        std::make_shared<KvPool>(cluster.endpoints(), 1));
+    const SessionState session = clerk.session();
+    EXPECT_NE(session.client_id, 0u) << "the clerk picks its session id itself";
+    ASSERT_TRUE(clerk.Get(key).ok());
+    std::optional<LeaderView> after_get = ViewLeader(cluster);
+    ASSERT_TRUE(clerk.Put(key, "x").ok());
+    std::optional<LeaderView> after_put = ViewLeader(cluster);
+    ASSERT_TRUE(clerk.Append(key, "y").ok());
+    std::optional<LeaderView> after_append = ViewLeader(cluster);
+    bool same_term = true;
+    for (const auto& v : {after_get, after_put, after_append}) {
+      same_term =
+          same_term && v.has_value() && v->leader == before->leader && v->term == before->term;
+    }
+    if (!same_term) continue;
+    EXPECT_EQ(after_get->applied_index, before->applied_index) << "a Get wrote to the log";
+    EXPECT_EQ(after_get->sessions, before->sessions) << "a Get opened a session";
+    EXPECT_EQ(after_put->applied_index, before->applied_index + 1)
+        << "the first write and its session took more than one log entry";
+    EXPECT_EQ(after_put->sessions, before->sessions + 1) << "the first write opened no session";
+    EXPECT_EQ(after_append->applied_index, after_put->applied_index + 1);
+    EXPECT_EQ(after_append->sessions, after_put->sessions) << "a second write opened a session";
+    EXPECT_EQ(clerk.session().client_id, session.client_id);
+    EXPECT_EQ(clerk.session().last_sequence, 2u);
+    return;
+  }
+  FAIL() << "the leader changed during each of 3 attempts";
+}
+
+TEST(AsyncClerk, ResumesTheSessionOfAnotherClerk) {
+  ProcessCluster& cluster = HealthyCluster();
+  ASSERT_GE(cluster.WaitForLeader(), 0);
+  auto unary = Clerk::Create(Options(cluster, absl::Seconds(10)));
+  ASSERT_TRUE(unary.ok()) << unary.status();
+  ASSERT_TRUE((*unary)->Append("resume-key", "a").ok());
+  const SessionState saved = (*unary)->session();
+  std::optional<LeaderView> before = ViewLeader(cluster);
+  ASSERT_TRUE(before.has_value());
+
+  ClerkOptions options = Options(cluster, absl::Seconds(10));
+  options.session = saved;
+  BlockingClerk resumed(options, std::make_shared<KvPool>(cluster.endpoints(), 1));
+  ASSERT_TRUE(resumed.Append("resume-key", "b").ok());
+  EXPECT_EQ(resumed.session().client_id, saved.client_id);
+  EXPECT_EQ(resumed.session().last_sequence, saved.last_sequence + 1);
+  std::optional<LeaderView> after = ViewLeader(cluster);
+  ASSERT_TRUE(after.has_value());
+  if (after->term == before->term) {
+    EXPECT_EQ(after->sessions, before->sessions) << "resuming opened another session";
+  }
+  auto r = resumed.Get("resume-key");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->value, "ab");
 }
 
 TEST(AsyncClerk, FortySessionsOverTwoConnectionsPerReplicaAreLinearizableAndExactlyOnce) {
   ProcessCluster& cluster = HealthyCluster();
-  ASSERT_GE(WaitForLeader(cluster), 0);
+  ASSERT_GE(cluster.WaitForLeader(), 0);
   auto pool = std::make_shared<KvPool>(cluster.endpoints(), 2);
   AsyncWorkload w(pool, {.key_prefix = "many-",
                          .clients = 40,
@@ -455,10 +496,10 @@ TEST(AsyncClerk, FortySessionsOverTwoConnectionsPerReplicaAreLinearizableAndExac
   std::set<uint64_t> sessions;
   std::string ids;
   for (int c = 0; c < w.clients(); ++c) {
-    if (w.client_id(c) != 0) sessions.insert(w.client_id(c));
-    absl::StrAppend(&ids, " ", w.client_id(c));
+    sessions.insert(w.session(c).client_id);
+    absl::StrAppend(&ids, " ", w.session(c).client_id);
   }
-  EXPECT_EQ(sessions.size(), 40u) << "clerks must not share or lack sessions; ids:" << ids;
+  EXPECT_EQ(sessions.size(), 40u) << "clerks must not share sessions; ids:" << ids;
   ExpectLinearizable(w);
   ExpectAppendsExactlyOnce(w, cluster);
 }
@@ -466,14 +507,14 @@ TEST(AsyncClerk, FortySessionsOverTwoConnectionsPerReplicaAreLinearizableAndExac
 // ---- AsyncClerk while the leader fails ----
 
 TEST(AsyncClerkFailover, LeaderKilledWhileWritingLosesAndDuplicatesNothing) {
-  ProcessCluster cluster(3, kFastRaft);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.WaitHealthy(i).ok());
-  ASSERT_GE(WaitForLeader(cluster), 0);
+  ProcessCluster cluster(kServer, 3, kFastRaft);
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  ASSERT_GE(cluster.WaitForLeader(), 0);
   auto pool = std::make_shared<KvPool>(cluster.endpoints(), 2);
   AsyncWorkload w(pool, {.clients = 10, .keys = 4, .clerk = Options(cluster, absl::Seconds(5))});
   for (int round = 0; round < 2; ++round) {
     absl::SleepFor(absl::Seconds(1));
-    const int leader = WaitForLeader(cluster);
+    const int leader = cluster.WaitForLeader();
     ASSERT_GE(leader, 0);
     cluster.Kill(leader);  // kill -9
     const absl::Time killed = absl::Now();
@@ -493,9 +534,9 @@ TEST(AsyncClerkFailover, LeaderKilledWhileWritingLosesAndDuplicatesNothing) {
 }
 
 TEST(AsyncClerkFailover, PausedLeaderEndsEveryOperationByItsDeadline) {
-  ProcessCluster cluster(3, kFastRaft);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.WaitHealthy(i).ok());
-  const int leader = WaitForLeader(cluster);
+  ProcessCluster cluster(kServer, 3, kFastRaft);
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  const int leader = cluster.WaitForLeader();
   ASSERT_GE(leader, 0);
   const absl::Duration op_timeout = absl::Seconds(3);
   auto pool = std::make_shared<KvPool>(cluster.endpoints(), 2);
@@ -526,6 +567,38 @@ TEST(AsyncClerkFailover, PausedLeaderEndsEveryOperationByItsDeadline) {
   ExpectLinearizable(w);
 }
 
+// ---- A blackholed endpoint ----
+
+TEST(KvPool, BlackholedFirstEndpointDelaysNeitherTheLeaderSearchNorTheDestructor) {
+  ProcessCluster& cluster = HealthyCluster();
+  ASSERT_GE(cluster.WaitForLeader(), 0);
+  auto hole = client::testing::BlackholeEndpoint::Create();
+  ASSERT_TRUE(hole.ok()) << hole.status();
+  ASSERT_FALSE(client::testing::ConnectTime((*hole)->port(), absl::Milliseconds(300)).has_value())
+      << "a connect to the blackhole finished: the test would prove nothing";
+  std::vector<std::string> endpoints = {(*hole)->address()};
+  for (const std::string& e : cluster.endpoints()) endpoints.push_back(e);
+  auto pool = std::make_shared<KvPool>(endpoints, 1);
+  // A probe of the blackhole hangs for the whole attempt timeout.
+  ClerkOptions options = {.operation_timeout = absl::Seconds(20),
+                          .attempt_timeout = absl::Seconds(5)};
+  {
+    BlockingClerk clerk(options, pool);
+    const absl::Time start = absl::Now();
+    ASSERT_TRUE(clerk.Put("blackhole-key", "v").ok());
+    const absl::Duration took = absl::Now() - start;
+    std::printf("  first put with a blackholed first endpoint: %s\n",
+                absl::FormatDuration(took).c_str());
+    EXPECT_LT(took, absl::Seconds(2)) << "waited for the blackhole's probe";
+  }
+  const absl::Time start = absl::Now();
+  pool.reset();
+  const absl::Duration took = absl::Now() - start;
+  std::printf("  ~KvPool with a probe hanging on the blackhole: %s\n",
+              absl::FormatDuration(took).c_str());
+  EXPECT_LT(took, absl::Milliseconds(500)) << "~KvPool waited for the blackhole's probe";
+}
+
 // ---- KvConnection and KvPool against one replica ----
 
 // A one-replica cluster that is up and leads itself.
@@ -533,7 +606,7 @@ TEST(AsyncClerkFailover, PausedLeaderEndsEveryOperationByItsDeadline) {
   if (absl::Status st = cluster.WaitHealthy(0); !st.ok()) {
     return ::testing::AssertionFailure() << "replica not healthy: " << st;
   }
-  if (int leader = WaitForLeader(cluster); leader != 0) {
+  if (int leader = cluster.WaitForLeader(); leader != 0) {
     return ::testing::AssertionFailure() << "no leader (got " << leader << ")";
   }
   return ::testing::AssertionSuccess();
@@ -544,13 +617,14 @@ TEST(AsyncClerkFailover, PausedLeaderEndsEveryOperationByItsDeadline) {
   auto warm = SendAndWait(conn, MakeGet("k"), absl::Seconds(10));
   if (!warm.has_value()) return ::testing::AssertionFailure() << "no answer";
   if (CodeOf(*warm) != absl::StatusCode::kOk) {
-    return ::testing::AssertionFailure() << "answered " << CodeOf(*warm) << ": " << warm->message();
+    return ::testing::AssertionFailure()
+           << "answered " << CodeOf(*warm) << ": " << warm->status().message();
   }
   return ::testing::AssertionSuccess();
 }
 
 TEST(KvConnection, RequestToAPausedReplicaExpiresAtItsDeadline) {
-  ProcessCluster cluster(1, kFastRaft);
+  ProcessCluster cluster(kServer, 1, kFastRaft);
   ASSERT_TRUE(SingleReplicaReady(cluster));
   KvPool pool(cluster.endpoints(), 1);
   KvConnection* conn = pool.connection(0, 0);
@@ -568,15 +642,15 @@ TEST(KvConnection, RequestToAPausedReplicaExpiresAtItsDeadline) {
       << "a request expired 59 s before its deadline";
   cluster.Resume(0);
   ASSERT_TRUE(resp.has_value()) << "no answer 1 s + slack after the deadline";
-  EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kDeadlineExceeded) << resp->message();
+  EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kDeadlineExceeded) << resp->status().message();
   EXPECT_GE(took, absl::Milliseconds(950)) << "expired before its deadline";
   auto far_resp = AwaitResult(*far, absl::Seconds(20));
   ASSERT_TRUE(far_resp.has_value()) << "the far request was not answered after the replica resumed";
-  EXPECT_EQ(CodeOf(*far_resp), absl::StatusCode::kOk) << far_resp->message();
+  EXPECT_EQ(CodeOf(*far_resp), absl::StatusCode::kOk) << far_resp->status().message();
 }
 
 TEST(KvConnection, RequestInFlightFailsUnavailableWhenTheReplicaIsKilled) {
-  ProcessCluster cluster(1, kFastRaft);
+  ProcessCluster cluster(kServer, 1, kFastRaft);
   ASSERT_TRUE(SingleReplicaReady(cluster));
   KvPool pool(cluster.endpoints(), 1);
   KvConnection* conn = pool.connection(0, 0);
@@ -591,7 +665,7 @@ TEST(KvConnection, RequestInFlightFailsUnavailableWhenTheReplicaIsKilled) {
   cluster.Kill(0);
   auto killed = AwaitResult(*in_flight, absl::Seconds(10));
   ASSERT_TRUE(killed.has_value()) << "the request outlived its replica";
-  EXPECT_EQ(CodeOf(*killed), absl::StatusCode::kUnavailable) << killed->message();
+  EXPECT_EQ(CodeOf(*killed), absl::StatusCode::kUnavailable) << killed->status().message();
 
   // A request sent after the kill fails too (no replica to connect to) rather
   // than waiting forever for the stream.
@@ -599,11 +673,11 @@ TEST(KvConnection, RequestInFlightFailsUnavailableWhenTheReplicaIsKilled) {
   ASSERT_TRUE(after.has_value()) << "a request to a dead replica hung";
   EXPECT_TRUE(CodeOf(*after) == absl::StatusCode::kUnavailable ||
               CodeOf(*after) == absl::StatusCode::kDeadlineExceeded)
-      << CodeOf(*after) << ": " << after->message();
+      << CodeOf(*after) << ": " << after->status().message();
 }
 
 TEST(KvConnection, OpensANewStreamAfterTheReplicaRestarts) {
-  ProcessCluster cluster(1, kFastRaft);
+  ProcessCluster cluster(kServer, 1, kFastRaft);
   ASSERT_TRUE(SingleReplicaReady(cluster));
   KvPool pool(cluster.endpoints(), 1);
   KvConnection* conn = pool.connection(0, 0);
@@ -613,7 +687,7 @@ TEST(KvConnection, OpensANewStreamAfterTheReplicaRestarts) {
   ASSERT_TRUE(cluster.WaitHealthy(0).ok());
   // The first requests may still meet the broken stream or gRPC's reconnect
   // backoff (at most 1 s, see MakeKvChannel); then the connection must work.
-  std::optional<pb::KvResponse> resp;
+  std::optional<KvResponse> resp;
   const absl::Time deadline = absl::Now() + absl::Seconds(15);
   while (true) {
     resp = SendAndWait(conn, MakeGet("k"), absl::Seconds(2));
@@ -621,11 +695,11 @@ TEST(KvConnection, OpensANewStreamAfterTheReplicaRestarts) {
     if (CodeOf(*resp) == absl::StatusCode::kOk || absl::Now() >= deadline) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
-  EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kOk) << resp->message();
+  EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kOk) << resp->status().message();
 }
 
 TEST(KvConnection, SendsRacingAStreamThatBreaksAreSafeAndAllAnswered) {
-  ProcessCluster cluster(1, kFastRaft);
+  ProcessCluster cluster(kServer, 1, kFastRaft);
   ASSERT_TRUE(SingleReplicaReady(cluster));
   KvPool pool(cluster.endpoints(), 1);
   KvConnection* conn = pool.connection(0, 0);
@@ -647,7 +721,7 @@ TEST(KvConnection, SendsRacingAStreamThatBreaksAreSafeAndAllAnswered) {
         }
         ++sent;
         conn->Send(MakeGet("k"), absl::Now() + absl::Seconds(2),
-                   [answered](pb::KvResponse) { ++*answered; });
+                   [answered](KvResponse) { ++*answered; });
       }
     });
   }
@@ -665,7 +739,7 @@ TEST(KvConnection, SendsRacingAStreamThatBreaksAreSafeAndAllAnswered) {
 }
 
 TEST(KvPool, DestroyedWithRequestsInFlightRunsEveryCallbackOnceBeforeReturning) {
-  ProcessCluster cluster(1, kFastRaft);
+  ProcessCluster cluster(kServer, 1, kFastRaft);
   ASSERT_TRUE(SingleReplicaReady(cluster));
   auto pool = std::make_unique<KvPool>(cluster.endpoints(), 2);
   for (int c = 0; c < 2; ++c) {
@@ -680,13 +754,13 @@ TEST(KvPool, DestroyedWithRequestsInFlightRunsEveryCallbackOnceBeforeReturning) 
   };
   auto counts = std::make_shared<Counts>();  // outlives the test if callbacks come late
   for (int i = 0; i < kRequests; ++i) {
-    auto done = [counts, i](pb::KvResponse r) {
+    auto done = [counts, i](KvResponse r) {
       // A little work per answer, as a real caller does (AsyncClerk retries
       // from here), so that callbacks still running after ~KvPool show.
       const absl::Time until = absl::Now() + absl::Microseconds(50);
       while (absl::Now() < until) {
       }
-      counts->codes[i] = r.code();
+      counts->codes[i] = r.status().code();
       counts->calls[i]++;
     };
     pool->connection(0, i % 2)->Send(MakeGet("k"), absl::Now() + absl::Seconds(60), done);
@@ -716,134 +790,5 @@ TEST(KvPool, DestroyedWithRequestsInFlightRunsEveryCallbackOnceBeforeReturning) 
   cluster.Resume(0);
 }
 
-// ---- KvService.Batch: per-request validation and answers ----
-
-TEST(Batch, EmptyKeyIsInvalidArgument) {
-  ProcessCluster& cluster = HealthyCluster();
-  KvPool pool(cluster.endpoints(), 1);
-  auto put = SendAndWait(pool.connection(0, 0), MakePut("", "v", 1, 1), absl::Seconds(5));
-  ASSERT_TRUE(put.has_value());
-  EXPECT_EQ(CodeOf(*put), absl::StatusCode::kInvalidArgument) << put->message();
-  auto get = SendAndWait(pool.connection(0, 0), MakeGet(""), absl::Seconds(5));
-  ASSERT_TRUE(get.has_value());
-  EXPECT_EQ(CodeOf(*get), absl::StatusCode::kInvalidArgument) << get->message();
-}
-
-TEST(Batch, KeyAndValueOverTheRequestLimitAreInvalidArgument) {
-  ProcessCluster& cluster = HealthyCluster();  // --max-request-bytes=4096
-  KvPool pool(cluster.endpoints(), 1);
-  auto resp = SendAndWait(pool.connection(0, 0), MakePut("big", std::string(5000, 'x'), 1, 1),
-                          absl::Seconds(5));
-  ASSERT_TRUE(resp.has_value());
-  EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kInvalidArgument) << resp->message();
-}
-
-TEST(Batch, RejectedRequestCarriesNoResult) {
-  ProcessCluster& cluster = HealthyCluster();
-  KvPool pool(cluster.endpoints(), 1);
-  // As for a request that fails later (Handle's `complete` clears the result):
-  // only a successful response has one.
-  auto resp = SendAndWait(pool.connection(0, 0), MakePut("", "v", 1, 1), absl::Seconds(5));
-  ASSERT_TRUE(resp.has_value());
-  ASSERT_EQ(CodeOf(*resp), absl::StatusCode::kInvalidArgument) << resp->message();
-  EXPECT_EQ(resp->result_case(), pb::KvResponse::RESULT_NOT_SET);
-}
-
-TEST(Batch, WriteWithoutClientIdOrSequenceIsInvalidArgument) {
-  ProcessCluster& cluster = HealthyCluster();
-  KvPool pool(cluster.endpoints(), 1);
-  auto no_client = SendAndWait(pool.connection(0, 0), MakePut("k", "v", 0, 1), absl::Seconds(5));
-  ASSERT_TRUE(no_client.has_value());
-  EXPECT_EQ(CodeOf(*no_client), absl::StatusCode::kInvalidArgument) << no_client->message();
-  auto no_sequence = SendAndWait(pool.connection(0, 0), MakePut("k", "v", 7, 0), absl::Seconds(5));
-  ASSERT_TRUE(no_sequence.has_value());
-  EXPECT_EQ(CodeOf(*no_sequence), absl::StatusCode::kInvalidArgument) << no_sequence->message();
-}
-
-TEST(Batch, RequestWithoutAnOperationIsInvalidArgument) {
-  ProcessCluster& cluster = HealthyCluster();
-  KvPool pool(cluster.endpoints(), 1);
-  auto resp = SendAndWait(pool.connection(0, 0), pb::KvRequest(), absl::Seconds(5));
-  ASSERT_TRUE(resp.has_value());
-  EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kInvalidArgument) << resp->message();
-}
-
-TEST(Batch, WriteFromAnUnregisteredClientIsFailedPrecondition) {
-  ProcessCluster& cluster = HealthyCluster();
-  KvPool pool(cluster.endpoints(), 1);
-  // Session ids are log indexes; this one is far beyond any log of this test.
-  auto resp = SendToLeader(cluster, pool, MakePut("unregistered", "v", uint64_t{1} << 60, 1));
-  ASSERT_TRUE(resp.has_value());
-  EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kFailedPrecondition) << resp->message();
-  auto get = SendToLeader(cluster, pool, MakeGet("unregistered"));
-  ASSERT_TRUE(get.has_value());
-  ASSERT_EQ(CodeOf(*get), absl::StatusCode::kOk) << get->message();
-  EXPECT_FALSE(get->get().found()) << "the refused write was applied";
-}
-
-TEST(Batch, FollowerAnswersUnavailableWithTheLeadersAddress) {
-  ProcessCluster& cluster = HealthyCluster();
-  const int leader = WaitForLeader(cluster);
-  ASSERT_GE(leader, 0);
-  const int follower = (leader + 1) % cluster.size();
-  KvPool pool(cluster.endpoints(), 1);
-  auto resp = SendAndWait(pool.connection(follower, 0), MakeGet("k"), absl::Seconds(5));
-  ASSERT_TRUE(resp.has_value());
-  EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kUnavailable) << resp->message();
-  EXPECT_EQ(resp->leader_id(), static_cast<uint64_t>(leader + 1));
-  EXPECT_EQ(resp->leader_address(), cluster.endpoints()[leader]);
-}
-
-TEST(Batch, ManyRequestsInFlightOnOneStreamEachGetTheirOwnAnswer) {
-  ProcessCluster& cluster = HealthyCluster();
-  ASSERT_GE(WaitForLeader(cluster), 0);
-  auto pool = std::make_shared<KvPool>(cluster.endpoints(), 1);
-  constexpr int kKeys = 20;
-  BlockingClerk writer(Options(cluster, absl::Seconds(10)), pool);
-  for (int k = 0; k < kKeys; ++k) {
-    ASSERT_TRUE(writer.Put(absl::StrCat("own-", k), absl::StrCat("value-", k)).ok());
-  }
-  const int leader = WaitForLeader(cluster);
-  ASSERT_GE(leader, 0);
-  KvConnection* conn = pool->connection(leader, 0);
-
-  // All sent at once: they share stream messages and answers come back in
-  // completion order, so each must still reach its own callback.
-  constexpr int kRequests = 400;
-  struct State {
-    absl::Mutex mu;
-    int answered ABSL_GUARDED_BY(mu) = 0;
-    int wrong ABSL_GUARDED_BY(mu) = 0;
-    int failed ABSL_GUARDED_BY(mu) = 0;
-    std::set<uint64_t> ids ABSL_GUARDED_BY(mu);
-    std::string example ABSL_GUARDED_BY(mu);
-  };
-  auto state = std::make_shared<State>();
-  for (int i = 0; i < kRequests; ++i) {
-    const int k = i % kKeys;
-    conn->Send(MakeGet(absl::StrCat("own-", k)), absl::Now() + absl::Seconds(20),
-               [state, k](pb::KvResponse r) {
-                 absl::MutexLock lock(&state->mu);
-                 ++state->answered;
-                 state->ids.insert(r.id());
-                 if (CodeOf(r) != absl::StatusCode::kOk) {
-                   ++state->failed;
-                   state->example = r.message();
-                 } else if (r.get().value() != absl::StrCat("value-", k)) {
-                   ++state->wrong;
-                   state->example = absl::StrCat("own-", k, " read ", r.get().value());
-                 }
-               });
-  }
-  absl::MutexLock lock(&state->mu);
-  state->mu.AwaitWithTimeout(absl::Condition(
-                                 +[](State* s) { return s->answered == kRequests; }, state.get()),
-                             absl::Seconds(20) + kCallbackSlack);
-  EXPECT_EQ(state->answered, kRequests);
-  EXPECT_EQ(state->ids.size(), static_cast<size_t>(kRequests)) << "ids are not unique";
-  EXPECT_EQ(state->failed, 0) << state->example;
-  EXPECT_EQ(state->wrong, 0) << "an answer reached the wrong request: " << state->example;
-}
-
 }  // namespace
-}  // namespace ds::kv
+}  // namespace ds::client

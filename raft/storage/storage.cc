@@ -1,0 +1,25 @@
+#include "raft/storage/storage.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace ds::raft {
+
+absl::Status CheckEntriesFollow(uint64_t prev_index, uint64_t prev_term,
+                                std::span<const pb::Entry> entries) {
+  for (const pb::Entry& e : entries) {
+    if (e.index() != prev_index + 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entries not contiguous: entry ", e.index(), " after ", prev_index));
+    }
+    if (e.term() < prev_term) {
+      return absl::InvalidArgumentError(absl::StrCat("entry ", e.index(), " has term ", e.term(),
+                                                     ", lower than term ", prev_term,
+                                                     " of the entry before it"));
+    }
+    prev_index = e.index();
+    prev_term = e.term();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ds::raft

@@ -1,0 +1,155 @@
+#include "shardctrler/ctrl_service.h"
+
+#include <memory>
+#include <utility>
+
+#include "raft/rsm/requests.h"
+
+namespace ds::ctrl {
+namespace {
+
+// Proposes a configuration-making command and answers with the number of the
+// configuration it made.
+template <typename Response>
+void Submit(const rsm::ReplicaContext& replica, const rsm::pb::SessionRef& session,
+            pb::CtrlCommand cmd, absl::Time deadline, pb::CtrlResponse resp,
+            Response* (pb::CtrlResponse::*mutable_result)(),
+            std::function<void(pb::CtrlResponse)> done) {
+  if (session.client_id() == 0 || session.sequence() == 0 || session.created_unix_micros() <= 0) {
+    replica.FillReply(absl::InvalidArgumentError(
+                          "join, leave and move need a session: nonzero client_id, "
+                          "created_unix_micros and sequence"),
+                      resp.mutable_status());
+    return done(std::move(resp));
+  }
+  rsm::SubmitAsync(replica.rsm(), &session, cmd.SerializeAsString(), deadline,
+                   [&replica, resp = std::move(resp), mutable_result,
+                    done = std::move(done)](absl::StatusOr<std::string> r) mutable {
+                     if (r.ok()) {
+                       pb::CtrlResult result;
+                       result.ParseFromString(*r);  // CtrlStateMachine's bytes
+                       Response* out = (resp.*mutable_result)();
+                       out->set_num(result.num());
+                       replica.FillHeader(out->mutable_header());
+                     }
+                     replica.FillReply(r.status(), resp.mutable_status());
+                     done(std::move(resp));
+                   });
+}
+
+}  // namespace
+
+void HandleCtrlRequest(const rsm::ReplicaContext& replica, const CtrlServiceOptions& options,
+                       pb::CtrlRequest req, absl::Time deadline,
+                       std::function<void(pb::CtrlResponse)> done) {
+  pb::CtrlResponse resp;
+  pb::CtrlCommand cmd;
+  cmd.set_shard_count(static_cast<uint32_t>(options.shard_count));
+  switch (req.op_case()) {
+    case pb::CtrlRequest::kJoin:
+      *cmd.mutable_join()->mutable_groups() = std::move(*req.mutable_join()->mutable_groups());
+      return Submit(replica, req.join().session(), std::move(cmd), deadline, std::move(resp),
+                    &pb::CtrlResponse::mutable_join, std::move(done));
+    case pb::CtrlRequest::kLeave:
+      *cmd.mutable_leave()->mutable_gids() = std::move(*req.mutable_leave()->mutable_gids());
+      return Submit(replica, req.leave().session(), std::move(cmd), deadline, std::move(resp),
+                    &pb::CtrlResponse::mutable_leave, std::move(done));
+    case pb::CtrlRequest::kMove:
+      cmd.mutable_move()->set_shard(req.move().shard());
+      cmd.mutable_move()->set_gid(req.move().gid());
+      return Submit(replica, req.move().session(), std::move(cmd), deadline, std::move(resp),
+                    &pb::CtrlResponse::mutable_move, std::move(done));
+    case pb::CtrlRequest::kQuery:
+    case pb::CtrlRequest::kLatest: {
+      const bool latest = req.op_case() == pb::CtrlRequest::kLatest;
+      const int64_t num = req.query().has_num() ? req.query().num() : -1;
+      auto config = std::make_shared<pb::Config>();
+      rsm::ReadAsync(
+          replica.rsm(), deadline,
+          [config, latest, num](const rsm::Application& app) {
+            const auto& ctrl = static_cast<const CtrlStateMachine&>(app);
+            if (latest) {
+              config->set_num(ctrl.latest().num());
+            } else {
+              *config = ctrl.Query(num);
+            }
+          },
+          [&replica, config, latest, resp = std::move(resp),
+           done = std::move(done)](absl::Status s) mutable {
+            if (s.ok() && latest) {
+              resp.mutable_latest()->set_num(config->num());
+              replica.FillHeader(resp.mutable_latest()->mutable_header());
+            } else if (s.ok()) {
+              *resp.mutable_query()->mutable_config() = std::move(*config);
+              replica.FillHeader(resp.mutable_query()->mutable_header());
+            }
+            replica.FillReply(s, resp.mutable_status());
+            done(std::move(resp));
+          });
+      return;
+    }
+    default:
+      replica.FillReply(absl::InvalidArgumentError("request without an operation"),
+                        resp.mutable_status());
+      return done(std::move(resp));
+  }
+}
+
+template <typename Take>
+grpc::ServerUnaryReactor* CtrlServiceImpl::Unary(grpc::CallbackServerContext* ctx,
+                                                 pb::CtrlRequest req, Take take) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  HandleCtrlRequest(*replica_, options_, std::move(req), replica_->CallDeadline(ctx),
+                    [ctx, reactor, take](pb::CtrlResponse out) {
+                      if (out.status().code() == 0) take(out);
+                      rsm::FinishUnary(ctx, reactor, out.status());
+                    });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CtrlServiceImpl::Join(grpc::CallbackServerContext* ctx,
+                                                const pb::JoinRequest* req,
+                                                pb::JoinResponse* resp) {
+  pb::CtrlRequest r;
+  *r.mutable_join() = *req;
+  return Unary(ctx, std::move(r),
+               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_join()); });
+}
+
+grpc::ServerUnaryReactor* CtrlServiceImpl::Leave(grpc::CallbackServerContext* ctx,
+                                                 const pb::LeaveRequest* req,
+                                                 pb::LeaveResponse* resp) {
+  pb::CtrlRequest r;
+  *r.mutable_leave() = *req;
+  return Unary(ctx, std::move(r),
+               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_leave()); });
+}
+
+grpc::ServerUnaryReactor* CtrlServiceImpl::Move(grpc::CallbackServerContext* ctx,
+                                                const pb::MoveRequest* req,
+                                                pb::MoveResponse* resp) {
+  pb::CtrlRequest r;
+  *r.mutable_move() = *req;
+  return Unary(ctx, std::move(r),
+               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_move()); });
+}
+
+grpc::ServerUnaryReactor* CtrlServiceImpl::Query(grpc::CallbackServerContext* ctx,
+                                                 const pb::QueryRequest* req,
+                                                 pb::QueryResponse* resp) {
+  pb::CtrlRequest r;
+  *r.mutable_query() = *req;
+  return Unary(ctx, std::move(r),
+               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_query()); });
+}
+
+grpc::ServerUnaryReactor* CtrlServiceImpl::Latest(grpc::CallbackServerContext* ctx,
+                                                  const pb::LatestRequest* req,
+                                                  pb::LatestResponse* resp) {
+  pb::CtrlRequest r;
+  *r.mutable_latest() = *req;
+  return Unary(ctx, std::move(r),
+               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_latest()); });
+}
+
+}  // namespace ds::ctrl
