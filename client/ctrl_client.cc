@@ -12,15 +12,47 @@ using ctrl::pb::CtrlResponse;
 
 namespace {
 
-void SendAttempt(CtrlTransport* transport, const CtrlRequest& request,
-                 const std::shared_ptr<CtrlResponse>& out, size_t i, absl::Time deadline,
-                 std::function<void(Reply)> done) {
-  transport->Send(i, request, deadline, [out, done = std::move(done)](CtrlResponse resp) {
-    Reply r = ToReply(resp.status());
-    if (r.status.ok()) *out = std::move(resp);
-    done(std::move(r));
-  });
-}
+// One controller operation, re-sent (stamped with the session's reference,
+// for writes) until it succeeds.
+class CtrlCall final : public RetryingCall {
+ public:
+  using DoneFn = std::function<void(absl::StatusOr<CtrlResponse>)>;
+
+  CtrlCall(CtrlTransport* transport, std::shared_ptr<LeaderCache> leader,
+           const RetryOptions& options, const char* name, ClientSession* session,
+           CtrlRequest request, DoneFn done)
+      : RetryingCall(transport, std::move(leader), options, name, session),
+        transport_(transport),
+        request_(std::move(request)),
+        done_(std::move(done)) {}
+
+ private:
+  void Send(size_t replica, absl::Time deadline) override {
+    if (request_.has_join()) {
+      *request_.mutable_join()->mutable_session() = ref();
+    } else if (request_.has_leave()) {
+      *request_.mutable_leave()->mutable_session() = ref();
+    } else if (request_.has_move()) {
+      *request_.mutable_move()->mutable_session() = ref();
+    }
+    auto self = std::static_pointer_cast<CtrlCall>(shared_from_this());
+    transport_->Send(replica, request_, deadline, [self](CtrlResponse resp) {
+      Reply r = ToReply(resp.status());
+      if (r.status.ok()) self->response_ = std::move(resp);
+      self->OnReply(std::move(r));
+    });
+  }
+
+  void Done(Reply reply) override {
+    if (!reply.status.ok()) return done_(std::move(reply.status));
+    done_(std::move(response_));
+  }
+
+  CtrlTransport* const transport_;
+  CtrlRequest request_;
+  CtrlResponse response_;
+  const DoneFn done_;
+};
 
 // The configuration number of a Join, Leave or Move response.
 uint64_t MadeNum(const CtrlResponse& r) {
@@ -43,37 +75,15 @@ CtrlClient::CtrlClient(CtrlTransport* transport, std::shared_ptr<LeaderCache> le
     : transport_(transport), leader_(std::move(leader)), options_(options), session_(resume) {}
 
 void CtrlClient::Write(const char* name, CtrlRequest request, ResponseFn done) {
-  auto out = std::make_shared<CtrlResponse>();
-  CtrlTransport* t = transport_;
-  RunWrite(
-      transport_, leader_, options_, &session_, name,
-      [t, request = std::move(request), out](const rsm::pb::SessionRef& ref, size_t i,
-                                             absl::Time deadline, std::function<void(Reply)> cb) {
-        CtrlRequest req = request;
-        if (req.has_join()) *req.mutable_join()->mutable_session() = ref;
-        if (req.has_leave()) *req.mutable_leave()->mutable_session() = ref;
-        if (req.has_move()) *req.mutable_move()->mutable_session() = ref;
-        SendAttempt(t, req, out, i, deadline, std::move(cb));
-      },
-      [out, done = std::move(done)](Reply r) {
-        if (!r.status.ok()) return done(r.status);
-        done(std::move(*out));
-      });
+  std::make_shared<CtrlCall>(transport_, leader_, options_, name, &session_, std::move(request),
+                             std::move(done))
+      ->Start();
 }
 
 void CtrlClient::Read(const char* name, CtrlRequest request, ResponseFn done) {
-  auto out = std::make_shared<CtrlResponse>();
-  CtrlTransport* t = transport_;
-  RunOperation(
-      transport_, leader_, options_, name, absl::Now() + options_.operation_timeout,
-      [t, request = std::move(request), out](size_t i, absl::Time deadline,
-                                             std::function<void(Reply)> cb) {
-        SendAttempt(t, request, out, i, deadline, std::move(cb));
-      },
-      [out, done = std::move(done)](Reply r) {
-        if (!r.status.ok()) return done(r.status);
-        done(std::move(*out));
-      });
+  std::make_shared<CtrlCall>(transport_, leader_, options_, name, nullptr, std::move(request),
+                             std::move(done))
+      ->Start();
 }
 
 void CtrlClient::Join(GroupServers groups, std::function<void(absl::StatusOr<uint64_t>)> done) {

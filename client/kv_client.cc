@@ -2,8 +2,6 @@
 
 #include <utility>
 
-#include "absl/time/clock.h"
-
 namespace ds::client {
 
 using kv::pb::KvRequest;
@@ -11,17 +9,47 @@ using kv::pb::KvResponse;
 
 namespace {
 
-// Sends `request` to replica i and reports the response's status as a Reply,
-// keeping the response for the caller.
-void SendAttempt(KvTransport* transport, const KvRequest& request,
-                 const std::shared_ptr<KvResponse>& out, size_t i, absl::Time deadline,
-                 std::function<void(Reply)> done) {
-  transport->Send(i, request, deadline, [out, done = std::move(done)](KvResponse resp) {
-    Reply r = ToReply(resp.status());
-    if (r.status.ok()) *out = std::move(resp);
-    done(std::move(r));
-  });
-}
+// One KV operation: the request, re-sent (stamped with the session's
+// reference, for writes) until it succeeds; `done` gets the response.
+class KvCall final : public RetryingCall {
+ public:
+  using DoneFn = std::function<void(absl::StatusOr<KvResponse>)>;
+
+  KvCall(KvTransport* transport, std::shared_ptr<LeaderCache> leader, const RetryOptions& options,
+         const char* name, ClientSession* session, KvRequest request, DoneFn done)
+      : RetryingCall(transport, std::move(leader), options, name, session),
+        transport_(transport),
+        request_(std::move(request)),
+        done_(std::move(done)) {}
+
+ private:
+  void Send(size_t replica, absl::Time deadline) override {
+    if (request_.has_put()) {
+      *request_.mutable_put()->mutable_session() = ref();
+    } else if (request_.has_append()) {
+      *request_.mutable_append()->mutable_session() = ref();
+    } else if (request_.has_delete_()) {
+      *request_.mutable_delete_()->mutable_session() = ref();
+    }
+    // The shared_ptr alone fits std::function's inline storage: no allocation.
+    auto self = std::static_pointer_cast<KvCall>(shared_from_this());
+    transport_->Send(replica, request_, deadline, [self](KvResponse resp) {
+      Reply r = ToReply(resp.status());
+      if (r.status.ok()) self->response_ = std::move(resp);
+      self->OnReply(std::move(r));
+    });
+  }
+
+  void Done(Reply reply) override {
+    if (!reply.status.ok()) return done_(std::move(reply.status));
+    done_(std::move(response_));
+  }
+
+  KvTransport* const transport_;
+  KvRequest request_;
+  KvResponse response_;
+  const DoneFn done_;
+};
 
 }  // namespace
 
@@ -29,62 +57,41 @@ KvClient::KvClient(KvTransport* transport, std::shared_ptr<LeaderCache> leader,
                    RetryOptions options, SessionState resume)
     : transport_(transport), leader_(std::move(leader)), options_(options), session_(resume) {}
 
+void KvClient::Run(const char* name, KvRequest request, bool write, ResponseCallback done) {
+  std::make_shared<KvCall>(transport_, leader_, options_, name, write ? &session_ : nullptr,
+                           std::move(request), std::move(done))
+      ->Start();
+}
+
 void KvClient::Get(std::string key, std::function<void(absl::StatusOr<GetResult>)> done) {
   KvRequest req;
   req.mutable_get()->set_key(std::move(key));
-  auto out = std::make_shared<KvResponse>();
-  KvTransport* t = transport_;
-  RunOperation(
-      transport_, leader_, options_, "get", absl::Now() + options_.operation_timeout,
-      [t, req = std::move(req), out](size_t i, absl::Time deadline,
-                                     std::function<void(Reply)> cb) {
-        SendAttempt(t, req, out, i, deadline, std::move(cb));
-      },
-      [out, done = std::move(done)](Reply r) {
-        if (!r.status.ok()) return done(r.status);
-        done(GetResult{out->get().found(), std::move(*out->mutable_get()->mutable_value())});
-      });
-}
-
-void KvClient::Write(const char* name, KvRequest request, ResponseCallback done) {
-  auto out = std::make_shared<KvResponse>();
-  KvTransport* t = transport_;
-  RunWrite(
-      transport_, leader_, options_, &session_, name,
-      [t, request = std::move(request), out](const rsm::pb::SessionRef& ref, size_t i,
-                                             absl::Time deadline, std::function<void(Reply)> cb) {
-        KvRequest req = request;
-        if (req.has_put()) *req.mutable_put()->mutable_session() = ref;
-        if (req.has_append()) *req.mutable_append()->mutable_session() = ref;
-        if (req.has_delete_()) *req.mutable_delete_()->mutable_session() = ref;
-        SendAttempt(t, req, out, i, deadline, std::move(cb));
-      },
-      [out, done = std::move(done)](Reply r) {
-        if (!r.status.ok()) return done(r.status);
-        done(std::move(*out));
-      });
+  Run("get", std::move(req), false, [done = std::move(done)](absl::StatusOr<KvResponse> r) {
+    if (!r.ok()) return done(r.status());
+    done(GetResult{r->get().found(), std::move(*r->mutable_get()->mutable_value())});
+  });
 }
 
 void KvClient::Put(std::string key, std::string value, std::function<void(absl::Status)> done) {
   KvRequest req;
   req.mutable_put()->set_key(std::move(key));
   req.mutable_put()->set_value(std::move(value));
-  Write("put", std::move(req),
-        [done = std::move(done)](absl::StatusOr<KvResponse> r) { done(r.status()); });
+  Run("put", std::move(req), true,
+      [done = std::move(done)](absl::StatusOr<KvResponse> r) { done(r.status()); });
 }
 
 void KvClient::Append(std::string key, std::string value, std::function<void(absl::Status)> done) {
   KvRequest req;
   req.mutable_append()->set_key(std::move(key));
   req.mutable_append()->set_value(std::move(value));
-  Write("append", std::move(req),
-        [done = std::move(done)](absl::StatusOr<KvResponse> r) { done(r.status()); });
+  Run("append", std::move(req), true,
+      [done = std::move(done)](absl::StatusOr<KvResponse> r) { done(r.status()); });
 }
 
 void KvClient::Delete(std::string key, std::function<void(absl::StatusOr<bool>)> done) {
   KvRequest req;
   req.mutable_delete_()->set_key(std::move(key));
-  Write("del", std::move(req), [done = std::move(done)](absl::StatusOr<KvResponse> r) {
+  Run("del", std::move(req), true, [done = std::move(done)](absl::StatusOr<KvResponse> r) {
     if (!r.ok()) return done(r.status());
     done(r->delete_().found());
   });

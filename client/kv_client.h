@@ -55,7 +55,8 @@ class KvClient {
 
  private:
   using ResponseCallback = std::function<void(absl::StatusOr<kv::pb::KvResponse>)>;
-  void Write(const char* name, kv::pb::KvRequest request, ResponseCallback done);
+  // One operation; writes go under the client's session.
+  void Run(const char* name, kv::pb::KvRequest request, bool write, ResponseCallback done);
 
   KvTransport* const transport_;
   const std::shared_ptr<LeaderCache> leader_;

@@ -130,203 +130,147 @@ absl::Duration RetryBackoff::OnRoundFailed() {
   return sleep;
 }
 
-// ---- RunOperation ----
+// ---- RetryingCall ----
 
 namespace {
-
-// One operation in progress. Steps run one at a time through Post(), which
-// also turns callbacks that run inline into a loop instead of a recursion.
-class Operation : public std::enable_shared_from_this<Operation> {
- public:
-  Operation(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
-            const RetryOptions& options, std::string name, absl::Time deadline,
-            AttemptFn attempt, std::function<void(Reply)> done)
-      : transport_(transport),
-        leader_(std::move(leader)),
-        options_(options),
-        name_(std::move(name)),
-        deadline_(deadline),
-        attempt_(std::move(attempt)),
-        done_(std::move(done)),
-        backoff_(options) {}
-
-  void Start() {
-    auto self = shared_from_this();
-    Post([self] { self->Next(); });
-  }
-
- private:
-  size_t n() const { return leader_->endpoints().size(); }
-  const std::string& address(size_t i) const { return leader_->endpoints()[i]; }
-
-  void Post(std::function<void()> step) {
-    {
-      absl::MutexLock lock(&mu_);
-      steps_.push_back(std::move(step));
-      if (draining_) return;
-      draining_ = true;
-    }
-    for (;;) {
-      std::function<void()> next;
-      {
-        absl::MutexLock lock(&mu_);
-        if (steps_.empty()) {
-          draining_ = false;
-          return;
-        }
-        next = std::move(steps_.front());
-        steps_.pop_front();
-      }
-      next();
-    }
-  }
-
-  // After a pause (zero: at once), the next step.
-  void Later(absl::Duration pause) {
-    auto self = shared_from_this();
-    if (pause <= absl::ZeroDuration()) {
-      Post([self] { self->Next(); });
-      return;
-    }
-    transport_->RunAt(std::min(absl::Now() + pause, deadline_),
-                      [self] { self->Post([self] { self->Next(); }); });
-  }
-
-  void Next() {
-    if (absl::Now() >= deadline_) {
-      Reply r;
-      r.status = absl::DeadlineExceededError(absl::StrCat(
-          name_, ": no answer within ", absl::FormatDuration(options_.operation_timeout),
-          "; last error: ", last_error_));
-      return Finish(std::move(r));
-    }
-    const size_t target = leader_->Get();
-    if (target == LeaderCache::kUnknown || target >= n()) return Probe();
-    Attempt(target);
-  }
-
-  void Attempt(size_t i) {
-    auto self = shared_from_this();
-    attempt_(i, std::min(deadline_, absl::Now() + options_.attempt_timeout),
-             [self, i](Reply r) { self->Post([self, i, r = std::move(r)] { self->OnReply(i, r); }); });
-  }
-
-  void OnReply(size_t i, Reply r) {
-    if (r.status.ok()) {
-      leader_->Set(i);
-      return Finish(std::move(r));
-    }
-    last_error_ = absl::StrCat(address(i), ": ", r.status.message());
-    if (IsFinalError(r.status.code())) {
-      r.status = absl::Status(r.status.code(), last_error_);
-      return Finish(std::move(r));
-    }
-    // Not the leader, timed out or unreachable.
-    const size_t hint = r.status.code() == absl::StatusCode::kUnavailable
-                            ? leader_->Find(r.leader_id, r.leader_address)
-                            : LeaderCache::kUnknown;
-    if (hint != LeaderCache::kUnknown && hint != i) {
-      leader_->Set(hint);
-    } else {
-      leader_->Forget(i);
-    }
-    Later(backoff_.OnFailure(n()));
-  }
-
-  // Asks every replica at once who leads; the first that names a leader wins.
-  void Probe() {
-    uint64_t round;
-    {
-      absl::MutexLock lock(&mu_);
-      round = ++probe_round_;
-      probes_pending_ = n();
-      probe_settled_ = false;
-    }
-    const absl::Time deadline = std::min(deadline_, absl::Now() + options_.attempt_timeout);
-    auto self = shared_from_this();
-    for (size_t i = 0; i < n(); ++i) {
-      transport_->Probe(i, deadline,
-                        [self, round, i](absl::StatusOr<rsm::pb::StatusResponse> s) {
-                          self->OnProbe(round, i, std::move(s));
-                        });
-    }
-  }
-
-  void OnProbe(uint64_t round, size_t i, absl::StatusOr<rsm::pb::StatusResponse> s) {
-    size_t found = LeaderCache::kUnknown;
-    if (s.ok()) {
-      leader_->Learn(s->id(), i);
-      found = s->role() == rsm::pb::ROLE_LEADER ? i
-                                                : leader_->Find(s->leader_id(), s->leader_address());
-    }
-    bool give_up = false;
-    {
-      absl::MutexLock lock(&mu_);
-      if (round != probe_round_ || probe_settled_ || finished_) return;
-      if (!s.ok()) {
-        probe_error_ = absl::StrCat(address(i), ": ", s.status().message());
-      }
-      if (found != LeaderCache::kUnknown) {
-        probe_settled_ = true;
-      } else if (--probes_pending_ == 0) {
-        probe_settled_ = true;
-        give_up = true;
-      }
-    }
-    auto self = shared_from_this();
-    if (found != LeaderCache::kUnknown) {
-      leader_->Set(found);
-      Post([self, found] { self->Attempt(found); });
-    } else if (give_up) {
-      Post([self] {
-        absl::MutexLock lock(&self->mu_);
-        self->last_error_ = self->probe_error_.empty()
-                                ? "no replica knows a leader (election in progress?)"
-                                : absl::StrCat("no leader found; ", self->probe_error_);
-      });
-      Post([self] { self->Later(self->backoff_.OnRoundFailed()); });
-    }
-  }
-
-  void Finish(Reply r) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
-    }
-    std::function<void(Reply)> done = std::move(done_);
-    done(std::move(r));
-  }
-
-  ReplicaTransport* const transport_;
-  const std::shared_ptr<LeaderCache> leader_;
-  const RetryOptions options_;
-  const std::string name_;
-  const absl::Time deadline_;
-  const AttemptFn attempt_;
-  std::function<void(Reply)> done_;
-  // Touched only by steps, which run one at a time.
-  RetryBackoff backoff_;
-  std::string last_error_ = "no attempt made";
-
-  absl::Mutex mu_;
-  std::deque<std::function<void()>> steps_ ABSL_GUARDED_BY(mu_);
-  bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t probe_round_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t probes_pending_ ABSL_GUARDED_BY(mu_) = 0;
-  bool probe_settled_ ABSL_GUARDED_BY(mu_) = false;
-  std::string probe_error_ ABSL_GUARDED_BY(mu_);
-};
-
+// How deep attempts that complete inline may nest before the next one is
+// handed to the transport's timer thread instead (a transport that fails at
+// once, e.g. a closing connection, would otherwise recurse until the deadline).
+constexpr int kMaxInlineDepth = 16;
+thread_local int inline_depth = 0;
 }  // namespace
 
-void RunOperation(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
-                  const RetryOptions& options, std::string name, absl::Time deadline,
-                  AttemptFn attempt, std::function<void(Reply)> done) {
-  std::make_shared<Operation>(transport, std::move(leader), options, std::move(name), deadline,
-                              std::move(attempt), std::move(done))
-      ->Start();
+RetryingCall::RetryingCall(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
+                           const RetryOptions& options, const char* name, ClientSession* session)
+    : transport_(transport),
+      leader_(std::move(leader)),
+      options_(options),
+      name_(name),
+      session_(session),
+      backoff_(options) {}
+
+void RetryingCall::Start() {
+  deadline_ = absl::Now() + options_.operation_timeout;
+  if (session_ != nullptr) ref_ = session_->Next();
+  Next();
+}
+
+void RetryingCall::Next() {
+  if (absl::Now() >= deadline_) {
+    Reply r;
+    r.status = absl::DeadlineExceededError(absl::StrCat(
+        name_, ": no answer within ", absl::FormatDuration(options_.operation_timeout),
+        "; last error: ", last_error_));
+    return Finish(std::move(r));
+  }
+  const size_t target = leader_->Get();
+  if (target == LeaderCache::kUnknown || target >= n()) return Probe();
+  Attempt(target);
+}
+
+void RetryingCall::Attempt(size_t replica) {
+  target_ = replica;
+  ++inline_depth;
+  Send(replica, std::min(deadline_, absl::Now() + options_.attempt_timeout));
+  --inline_depth;
+}
+
+void RetryingCall::Later(absl::Duration pause) {
+  if (pause <= absl::ZeroDuration() && inline_depth < kMaxInlineDepth) return Next();
+  auto self = shared_from_this();
+  transport_->RunAt(std::min(absl::Now() + pause, deadline_), [self] { self->Next(); });
+}
+
+void RetryingCall::OnReply(Reply r) {
+  const size_t i = target_;
+  if (r.status.ok()) {
+    leader_->Set(i);
+    return Finish(std::move(r));
+  }
+  last_error_ = absl::StrCat(leader_->endpoints()[i], ": ", r.status.message());
+  if (IsFinalError(r.status.code())) {
+    r.status = absl::Status(r.status.code(), last_error_);
+    return Finish(std::move(r));
+  }
+  // Not the leader, timed out or unreachable. Unless the replica says it
+  // proposed nothing, this attempt may yet be applied.
+  if (!r.not_applied) maybe_applied_ = true;
+  const size_t hint = r.status.code() == absl::StatusCode::kUnavailable
+                          ? leader_->Find(r.leader_id, r.leader_address)
+                          : LeaderCache::kUnknown;
+  if (hint != LeaderCache::kUnknown && hint != i) {
+    leader_->Set(hint);
+  } else {
+    leader_->Forget(i);
+  }
+  Later(backoff_.OnFailure(n()));
+}
+
+// Asks every replica at once who leads; the first that names a leader wins.
+void RetryingCall::Probe() {
+  uint64_t round;
+  {
+    absl::MutexLock lock(&mu_);
+    round = ++probe_round_;
+    probes_pending_ = n();
+    probe_settled_ = false;
+  }
+  const absl::Time deadline = std::min(deadline_, absl::Now() + options_.attempt_timeout);
+  auto self = shared_from_this();
+  for (size_t i = 0; i < n(); ++i) {
+    transport_->Probe(i, deadline, [self, round, i](absl::StatusOr<rsm::pb::StatusResponse> s) {
+      self->OnProbe(round, i, std::move(s));
+    });
+  }
+}
+
+void RetryingCall::OnProbe(uint64_t round, size_t i, absl::StatusOr<rsm::pb::StatusResponse> s) {
+  size_t found = LeaderCache::kUnknown;
+  if (s.ok()) {
+    leader_->Learn(s->id(), i);
+    found = s->role() == rsm::pb::ROLE_LEADER ? i
+                                              : leader_->Find(s->leader_id(), s->leader_address());
+  }
+  bool give_up = false;
+  std::string why;
+  {
+    absl::MutexLock lock(&mu_);
+    if (round != probe_round_ || probe_settled_) return;
+    if (!s.ok()) probe_error_ = absl::StrCat(leader_->endpoints()[i], ": ", s.status().message());
+    if (found != LeaderCache::kUnknown) {
+      probe_settled_ = true;
+    } else if (--probes_pending_ == 0) {
+      probe_settled_ = true;
+      give_up = true;
+      why = probe_error_;
+    }
+  }
+  // Settled: this thread alone continues the chain.
+  if (found != LeaderCache::kUnknown) {
+    leader_->Set(found);
+    Attempt(found);
+  } else if (give_up) {
+    last_error_ = why.empty() ? "no replica knows a leader (election in progress?)"
+                              : absl::StrCat("no leader found; ", why);
+    Later(backoff_.OnRoundFailed());
+  }
+}
+
+void RetryingCall::Finish(Reply r) {
+  if (session_ != nullptr && r.status.code() == absl::StatusCode::kAborted) {
+    // The servers never saw this session, or forgot it: start a new one. If
+    // no attempt can have been applied (every earlier one was refused before
+    // proposing), sending the command under the new session cannot apply it
+    // twice: the usual case is a new client whose clock is behind the
+    // watermark, or an idle client whose session expired.
+    session_->Renew(ref_, r.session_watermark_unix_micros);
+    if (!maybe_applied_ && !resent_ && absl::Now() < deadline_) {
+      resent_ = true;
+      ref_ = session_->Next();
+      return Next();
+    }
+  }
+  Done(std::move(r));
 }
 
 // ---- Sessions ----
@@ -369,78 +313,6 @@ void ClientSession::Renew(const rsm::pb::SessionRef& ref, int64_t watermark_unix
 SessionState ClientSession::state() const {
   absl::MutexLock lock(&mu_);
   return state_;
-}
-
-namespace {
-
-// A write in progress: RunOperation under a session reference, renewing the
-// session (and resending once) when the servers do not know it.
-struct Write : std::enable_shared_from_this<Write> {
-  ReplicaTransport* transport;
-  std::shared_ptr<LeaderCache> leader;
-  RetryOptions options;
-  ClientSession* session;
-  std::string name;
-  WriteAttemptFn attempt;
-  std::function<void(Reply)> done;
-  absl::Time deadline;
-  bool resent = false;
-  absl::Mutex mu;
-  // An attempt of the current reference got an answer that leaves its outcome
-  // open (anything but OK, "not applied", or the final answer itself).
-  bool maybe_applied ABSL_GUARDED_BY(mu) = false;
-
-  void Run() {
-    const rsm::pb::SessionRef ref = session->Next();
-    auto self = shared_from_this();
-    RunOperation(
-        transport, leader, options, name, deadline,
-        [self, ref](size_t i, absl::Time attempt_deadline, std::function<void(Reply)> cb) {
-          self->attempt(ref, i, attempt_deadline, [self, cb = std::move(cb)](Reply r) {
-            if (!r.status.ok() && !r.not_applied && !IsFinalError(r.status.code())) {
-              absl::MutexLock lock(&self->mu);
-              self->maybe_applied = true;
-            }
-            cb(std::move(r));
-          });
-        },
-        [self, ref](Reply r) { self->OnDone(ref, std::move(r)); });
-  }
-
-  void OnDone(const rsm::pb::SessionRef& ref, Reply r) {
-    if (r.status.code() != absl::StatusCode::kAborted) return done(std::move(r));
-    session->Renew(ref, r.session_watermark_unix_micros);
-    bool maybe;
-    {
-      absl::MutexLock lock(&mu);
-      maybe = maybe_applied;
-      maybe_applied = false;
-    }
-    // The servers never saw this session, or forgot it. If no attempt can
-    // have been applied (every earlier one was refused before proposing),
-    // sending the command under the new session cannot apply it twice: the
-    // usual case is a new client whose clock is behind the watermark.
-    if (maybe || resent || absl::Now() >= deadline) return done(std::move(r));
-    resent = true;
-    Run();
-  }
-};
-
-}  // namespace
-
-void RunWrite(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
-              const RetryOptions& options, ClientSession* session, std::string name,
-              WriteAttemptFn attempt, std::function<void(Reply)> done) {
-  auto w = std::make_shared<Write>();
-  w->transport = transport;
-  w->leader = std::move(leader);
-  w->options = options;
-  w->session = session;
-  w->name = std::move(name);
-  w->attempt = std::move(attempt);
-  w->done = std::move(done);
-  w->deadline = absl::Now() + options.operation_timeout;
-  w->Run();
 }
 
 // ---- gRPC helpers ----

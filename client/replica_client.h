@@ -140,19 +140,6 @@ class RetryBackoff {
   size_t failures_this_round_ = 0;
 };
 
-// One attempt of an operation at replica `replica`, which must end by
-// `deadline`; `done` runs exactly once, on any thread, possibly inline.
-using AttemptFn = std::function<void(size_t replica, absl::Time deadline,
-                                     std::function<void(Reply)> done)>;
-
-// Runs one operation until an attempt succeeds, fails finally, or `deadline`
-// passes (kDeadlineExceeded naming the last error); `done` gets the last
-// Reply, its message prefixed with the replica's address. `name` names the
-// operation in errors ("put"). `transport` must outlive the operation.
-void RunOperation(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
-                  const RetryOptions& options, std::string name, absl::Time deadline,
-                  AttemptFn attempt, std::function<void(Reply)> done);
-
 // A session as the client sees it: what a later client needs to resume it.
 struct SessionState {
   uint64_t client_id = 0;  // 0: no session
@@ -183,14 +170,77 @@ class ClientSession {
   SessionState state_ ABSL_GUARDED_BY(mu_);
 };
 
-// One write under `session` (see the header comment): `attempt` sends the
-// command stamped with `ref`.
-using WriteAttemptFn =
-    std::function<void(const rsm::pb::SessionRef& ref, size_t replica, absl::Time deadline,
-                       std::function<void(Reply)> done)>;
-void RunWrite(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
-              const RetryOptions& options, ClientSession* session, std::string name,
-              WriteAttemptFn attempt, std::function<void(Reply)> done);
+// One operation against a replica group: retried until an attempt succeeds,
+// fails finally, or the deadline passes. A service's client subclasses it to
+// say how an attempt is sent (Send) and what to do with the outcome (Done);
+// with a ClientSession, the operation is a write under that session: it is
+// stamped with the session's next sequence number, and a refusal of the
+// session as unknown (ABORTED) renews the session and, when no earlier attempt
+// can have been applied, sends the command again under the new one.
+//
+// One object per operation and no other allocation on the common path (an
+// attempt at the cached leader that succeeds): the hot path of kvbench.
+class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
+ public:
+  // `transport` must outlive the call; `session` too, if not null. `name`
+  // names the operation in errors ("put"); a string literal.
+  RetryingCall(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader,
+               const RetryOptions& options, const char* name, ClientSession* session = nullptr);
+  virtual ~RetryingCall() = default;
+  RetryingCall(const RetryingCall&) = delete;
+  RetryingCall& operator=(const RetryingCall&) = delete;
+
+  // Starts the operation (its deadline runs from now). Call once, on an
+  // object owned by a shared_ptr.
+  void Start();
+
+ protected:
+  // Sends one attempt to replica `replica`, to end by `deadline`, stamped with
+  // ref() if the call has a session; must lead to exactly one OnReply, on any
+  // thread, possibly inline.
+  virtual void Send(size_t replica, absl::Time deadline) = 0;
+  // The outcome: OK, a final error, or kDeadlineExceeded (the message names the
+  // replica and the last error). Called exactly once.
+  virtual void Done(Reply reply) = 0;
+
+  void OnReply(Reply reply);
+  // The session reference of the command being sent (with a session).
+  const rsm::pb::SessionRef& ref() const { return ref_; }
+
+ private:
+  size_t n() const { return leader_->endpoints().size(); }
+  void Next();
+  void Attempt(size_t replica);
+  // After `pause` (zero: now, unless the stack is deep), Next().
+  void Later(absl::Duration pause);
+  void Probe();
+  void OnProbe(uint64_t round, size_t replica, absl::StatusOr<rsm::pb::StatusResponse> status);
+  void Finish(Reply reply);
+
+  ReplicaTransport* const transport_;
+  const std::shared_ptr<LeaderCache> leader_;
+  const RetryOptions options_;
+  const char* const name_;
+  ClientSession* const session_;
+  absl::Time deadline_;
+  rsm::pb::SessionRef ref_;
+  // The attempt chain (one attempt or one leader search at a time) touches
+  // these without a lock: each step happens after the previous one through
+  // the transport's own synchronization.
+  size_t target_ = 0;
+  RetryBackoff backoff_;
+  std::string last_error_ = "no attempt made";
+  // An attempt of the current command ended with its outcome open (timed out,
+  // connection lost, leadership lost), so it may have been applied.
+  bool maybe_applied_ = false;
+  bool resent_ = false;
+  // The leader search: answers from several threads at once.
+  absl::Mutex mu_;
+  uint64_t probe_round_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t probes_pending_ ABSL_GUARDED_BY(mu_) = 0;
+  bool probe_settled_ ABSL_GUARDED_BY(mu_) = false;
+  std::string probe_error_ ABSL_GUARDED_BY(mu_);
+};
 
 // ---- gRPC helpers ----
 

@@ -115,7 +115,7 @@ void HandleKvRequest(const rsm::ReplicaContext& replica, const KvServiceOptions&
   if (session.client_id() == 0 || session.sequence() == 0 || session.created_unix_micros() <= 0) {
     return reject("writes need a session: nonzero client_id, created_unix_micros and sequence");
   }
-  rsm::SubmitAsync(replica.rsm(), &session, cmd.SerializeAsString(), deadline,
+  rsm::SubmitAsync(replica.rsm(), &session, cmd, deadline,
                    [&replica, resp = std::move(resp),
                     done = std::move(done)](absl::StatusOr<std::string> r) mutable {
                      FinishWrite(replica, resp, r);

@@ -22,7 +22,7 @@ void Submit(const rsm::ReplicaContext& replica, const rsm::pb::SessionRef& sessi
                       resp.mutable_status());
     return done(std::move(resp));
   }
-  rsm::SubmitAsync(replica.rsm(), &session, cmd.SerializeAsString(), deadline,
+  rsm::SubmitAsync(replica.rsm(), &session, cmd, deadline,
                    [&replica, resp = std::move(resp), mutable_result,
                     done = std::move(done)](absl::StatusOr<std::string> r) mutable {
                      if (r.ok()) {

@@ -35,6 +35,14 @@ void SubmitAsync(raft::Rsm& rsm, const pb::SessionRef* session, std::string comm
                   std::move(done));
 }
 
+void SubmitAsync(raft::Rsm& rsm, const pb::SessionRef* session,
+                 const google::protobuf::MessageLite& command, absl::Time deadline,
+                 ResultCallback done) {
+  if (absl::Status e; NotLeaderHere(rsm, &e)) return done(std::move(e));
+  rsm.SubmitAsync(EncodeCommand(session, command, absl::ToUnixMicros(absl::Now())), deadline,
+                  std::move(done));
+}
+
 void OpenSessionAsync(raft::Rsm& rsm, const pb::SessionRef& session, absl::Time deadline,
                       std::function<void(absl::Status)> done) {
   if (absl::Status e; NotLeaderHere(rsm, &e)) return done(std::move(e));

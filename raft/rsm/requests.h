@@ -26,6 +26,10 @@ using ResultCallback = std::function<void(absl::StatusOr<std::string>)>;
 // SessionWatermark, kAlreadyExists) and the application's.
 void SubmitAsync(raft::Rsm& rsm, const pb::SessionRef* session, std::string command,
                  absl::Time deadline, ResultCallback done);
+// The same with the command as a message (serialized once, into the entry).
+void SubmitAsync(raft::Rsm& rsm, const pb::SessionRef* session,
+                 const google::protobuf::MessageLite& command, absl::Time deadline,
+                 ResultCallback done);
 
 // Opens `session` through the log (the Register RPC).
 void OpenSessionAsync(raft::Rsm& rsm, const pb::SessionRef& session, absl::Time deadline,

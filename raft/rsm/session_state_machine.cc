@@ -47,13 +47,57 @@ int64_t SessionWatermark(const absl::Status& status) {
   return w;
 }
 
+namespace {
+
+// The wire format of SessionCommand written by hand, so that the command's
+// bytes are written once, straight into the entry (building a SessionCommand
+// and serializing it copies them twice more): field 1 session, field 2
+// proposal time, field 3 command. pb::SessionCommand parses it.
+void PutVarint(uint64_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+std::string EnvelopeHead(const pb::SessionRef* session, int64_t proposal_time_unix_micros,
+                         size_t command_bytes) {
+  std::string out;
+  const size_t session_bytes = session != nullptr ? session->ByteSizeLong() : 0;
+  out.reserve(session_bytes + command_bytes + 32);
+  if (session != nullptr) {
+    out.push_back(static_cast<char>((1 << 3) | 2));  // field 1, length-delimited
+    PutVarint(session_bytes, &out);
+    session->AppendToString(&out);
+  }
+  if (proposal_time_unix_micros != 0) {
+    out.push_back(static_cast<char>((2 << 3) | 0));  // field 2, varint
+    PutVarint(static_cast<uint64_t>(proposal_time_unix_micros), &out);
+  }
+  if (command_bytes > 0) {
+    out.push_back(static_cast<char>((3 << 3) | 2));  // field 3, length-delimited
+    PutVarint(command_bytes, &out);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string EncodeCommand(const pb::SessionRef* session, std::string_view command,
                           int64_t proposal_time_unix_micros) {
-  pb::SessionCommand cmd;
-  if (session != nullptr) *cmd.mutable_session() = *session;
-  cmd.set_proposal_time_unix_micros(proposal_time_unix_micros);
-  cmd.set_command(command.data(), command.size());
-  return cmd.SerializeAsString();
+  std::string out = EnvelopeHead(session, proposal_time_unix_micros, command.size());
+  out.append(command.data(), command.size());
+  return out;
+}
+
+std::string EncodeCommand(const pb::SessionRef* session,
+                          const google::protobuf::MessageLite& command,
+                          int64_t proposal_time_unix_micros) {
+  const size_t size = command.ByteSizeLong();
+  std::string out = EnvelopeHead(session, proposal_time_unix_micros, size);
+  if (size > 0) command.AppendToString(&out);
+  return out;
 }
 
 std::string EncodeOpen(const pb::SessionRef& session, int64_t proposal_time_unix_micros) {

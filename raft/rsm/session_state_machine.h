@@ -30,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "google/protobuf/message_lite.h"
 #include "proto/rsm.pb.h"
 #include "raft/rsm/session_table.h"
 #include "raft/rsm/state_machine.h"
@@ -99,6 +100,11 @@ class SessionStateMachine final : public raft::StateMachine {
 // The log entry for `command` under `session` (nullptr: sessionless), stamped
 // with the proposer's clock.
 std::string EncodeCommand(const pb::SessionRef* session, std::string_view command,
+                          int64_t proposal_time_unix_micros);
+// The same with the command given as a message, serialized straight into the
+// entry (no intermediate copy).
+std::string EncodeCommand(const pb::SessionRef* session,
+                          const google::protobuf::MessageLite& command,
                           int64_t proposal_time_unix_micros);
 // The log entry that opens `session` explicitly (the Register RPC).
 std::string EncodeOpen(const pb::SessionRef& session, int64_t proposal_time_unix_micros);
