@@ -19,30 +19,32 @@ RetryOptions ToRetryOptions(const ClerkOptions& o) {
           .max_backoff = o.max_backoff};
 }
 
-// Unary KvService calls over one channel per replica, with the callback API.
-class Clerk::Transport final : public KvTransport {
- public:
-  explicit Transport(const ClerkOptions& options) : grpc_(options.endpoints, options.channels) {
-    for (size_t i = 0; i < grpc_.endpoints().size(); ++i) {
-      kv_.push_back(kv::pb::KvService::NewStub(grpc_.channel(i)));
-    }
+absl::Status ValidateClerkOptions(const ClerkOptions& options) {
+  if (options.endpoints.empty()) return absl::InvalidArgumentError("no endpoints given");
+  for (const auto& e : options.endpoints) {
+    if (auto parsed = ParseEndpoints(e); !parsed.ok()) return parsed.status();
   }
+  if (!options.channels.empty() && options.channels.size() != options.endpoints.size()) {
+    return absl::InvalidArgumentError("channels: want one per endpoint");
+  }
+  if (options.attempt_timeout <= absl::ZeroDuration() ||
+      options.operation_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("timeouts must be positive");
+  }
+  return absl::OkStatus();
+}
 
-  const std::vector<std::string>& endpoints() const override { return grpc_.endpoints(); }
-  void Probe(size_t i, absl::Time deadline,
-             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
-    grpc_.Probe(i, deadline, std::move(done));
-  }
-  void RunAt(absl::Time when, std::function<void()> fn) override {
-    grpc_.RunAt(when, std::move(fn));
-  }
+// Unary KvService calls over one channel per replica, with the callback API.
+class Clerk::Transport final : public UnaryTransport<KvTransport, kv::pb::KvService> {
+ public:
+  using UnaryTransport::UnaryTransport;
 
   void Send(size_t i, KvRequest req, absl::Time deadline,
             std::function<void(KvResponse)> done) override {
     // The request and the response outlive the call.
     auto call = std::make_shared<std::pair<KvRequest, KvResponse>>(std::move(req), KvResponse());
-    auto* stub = kv_[i]->async();
-    grpc_.Call(
+    auto* stub = this->stub(i)->async();
+    grpc().Call(
         deadline,
         [stub, call](grpc::ClientContext* ctx, std::function<void(grpc::Status)> finish) {
           KvRequest& r = call->first;
@@ -57,8 +59,8 @@ class Clerk::Transport final : public KvTransport {
             case KvRequest::kDelete:
               return stub->Delete(ctx, &r.delete_(), resp.mutable_delete_(), std::move(finish));
             default:
-              finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                  "request without an operation"));
+              finish(
+                  grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request without an operation"));
           }
         },
         [call, done = std::move(done)](rsm::pb::ReplyStatus status) {
@@ -66,28 +68,12 @@ class Clerk::Transport final : public KvTransport {
           done(std::move(call->second));
         });
   }
-
- private:
-  std::vector<std::unique_ptr<kv::pb::KvService::Stub>> kv_;
-  GrpcReplicas grpc_;  // destroyed first: cancels calls in flight
 };
 
 absl::StatusOr<std::unique_ptr<Clerk>> Clerk::Create(ClerkOptions options) {
-  if (options.endpoints.empty()) return absl::InvalidArgumentError("no endpoints given");
-  std::string joined;
-  for (const auto& e : options.endpoints) absl::StrAppend(&joined, joined.empty() ? "" : ",", e);
-  auto parsed = ParseEndpoints(joined);
-  if (!parsed.ok()) return parsed.status();
-  if (!options.channels.empty() && options.channels.size() != options.endpoints.size()) {
-    return absl::InvalidArgumentError("channels: want one per endpoint");
-  }
-  if (options.attempt_timeout <= absl::ZeroDuration() ||
-      options.operation_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("timeouts must be positive");
-  }
+  if (absl::Status st = ValidateClerkOptions(options); !st.ok()) return st;
   return std::unique_ptr<Clerk>(new Clerk(std::move(options)));
 }
-
 Clerk::Clerk(ClerkOptions options)
     : options_(std::move(options)), transport_(std::make_unique<Transport>(options_)) {
   client_ = std::make_unique<KvClient>(transport_.get(),
@@ -100,53 +86,24 @@ Clerk::~Clerk() {
   transport_.reset();
 }
 
-namespace {
-
-// Waits for an asynchronous result.
-template <typename T>
-struct Waiter {
-  T result;
-  absl::Notification done;
-  T Wait() {
-    done.WaitForNotification();
-    return std::move(result);
-  }
-  auto Callback() {
-    return [this](T r) {
-      result = std::move(r);
-      done.Notify();
-    };
-  }
-};
-
-}  // namespace
-
 absl::StatusOr<GetResult> Clerk::Get(const std::string& key) {
   absl::MutexLock lock(&op_mu_);
-  Waiter<absl::StatusOr<GetResult>> w;
-  client_->Get(key, w.Callback());
-  return w.Wait();
+  return Await<absl::StatusOr<GetResult>>([&](auto cb) { client_->Get(key, std::move(cb)); });
 }
 
 absl::Status Clerk::Put(const std::string& key, const std::string& value) {
   absl::MutexLock lock(&op_mu_);
-  Waiter<absl::Status> w;
-  client_->Put(key, value, w.Callback());
-  return w.Wait();
+  return Await<absl::Status>([&](auto cb) { client_->Put(key, value, std::move(cb)); });
 }
 
 absl::Status Clerk::Append(const std::string& key, const std::string& value) {
   absl::MutexLock lock(&op_mu_);
-  Waiter<absl::Status> w;
-  client_->Append(key, value, w.Callback());
-  return w.Wait();
+  return Await<absl::Status>([&](auto cb) { client_->Append(key, value, std::move(cb)); });
 }
 
 absl::StatusOr<bool> Clerk::Delete(const std::string& key) {
   absl::MutexLock lock(&op_mu_);
-  Waiter<absl::StatusOr<bool>> w;
-  client_->Delete(key, w.Callback());
-  return w.Wait();
+  return Await<absl::StatusOr<bool>>([&](auto cb) { client_->Delete(key, std::move(cb)); });
 }
 
 absl::StatusOr<rsm::pb::StatusResponse> Clerk::EndpointStatus(const std::string& endpoint) {

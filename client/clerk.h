@@ -56,6 +56,41 @@ struct ClerkOptions {
 
 RetryOptions ToRetryOptions(const ClerkOptions& options);
 
+// What every blocking clerk checks: at least one endpoint, each HOST:PORT;
+// positive timeouts; one channel per endpoint if channels are given.
+absl::Status ValidateClerkOptions(const ClerkOptions& options);
+
+// The unary-call transport of a service's blocking clerk: one `Service` stub
+// per replica over GrpcReplicas (leader probes, timer, tracked calls); the
+// service's transport adds Send on top of stub(i) and grpc().Call.
+template <typename Base, typename Service>
+class UnaryTransport : public Base {
+ public:
+  explicit UnaryTransport(const ClerkOptions& options)
+      : grpc_(options.endpoints, options.channels) {
+    for (size_t i = 0; i < grpc_.endpoints().size(); ++i) {
+      stubs_.push_back(Service::NewStub(grpc_.channel(i)));
+    }
+  }
+
+  const std::vector<std::string>& endpoints() const override { return grpc_.endpoints(); }
+  void Probe(size_t i, absl::Time deadline,
+             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
+    grpc_.Probe(i, deadline, std::move(done));
+  }
+  void RunAt(absl::Time when, std::function<void()> fn) override {
+    grpc_.RunAt(when, std::move(fn));
+  }
+
+ protected:
+  typename Service::Stub* stub(size_t i) { return stubs_[i].get(); }
+  GrpcReplicas& grpc() { return grpc_; }
+
+ private:
+  std::vector<std::unique_ptr<typename Service::Stub>> stubs_;
+  GrpcReplicas grpc_;  // destroyed first: cancels calls in flight, then the stubs go
+};
+
 class Clerk {
  public:
   // kInvalidArgument if no endpoint is given or an endpoint is not HOST:PORT.

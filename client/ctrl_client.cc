@@ -12,47 +12,16 @@ using ctrl::pb::CtrlResponse;
 
 namespace {
 
-// One controller operation, re-sent (stamped with the session's reference,
-// for writes) until it succeeds.
-class CtrlCall final : public RetryingCall {
- public:
-  using DoneFn = std::function<void(absl::StatusOr<CtrlResponse>)>;
-
-  CtrlCall(CtrlTransport* transport, std::shared_ptr<LeaderCache> leader,
-           const RetryOptions& options, const char* name, ClientSession* session,
-           CtrlRequest request, DoneFn done)
-      : RetryingCall(transport, std::move(leader), options, name, session),
-        transport_(transport),
-        request_(std::move(request)),
-        done_(std::move(done)) {}
-
- private:
-  void Send(size_t replica, absl::Time deadline) override {
-    if (request_.has_join()) {
-      *request_.mutable_join()->mutable_session() = ref();
-    } else if (request_.has_leave()) {
-      *request_.mutable_leave()->mutable_session() = ref();
-    } else if (request_.has_move()) {
-      *request_.mutable_move()->mutable_session() = ref();
-    }
-    auto self = std::static_pointer_cast<CtrlCall>(shared_from_this());
-    transport_->Send(replica, request_, deadline, [self](CtrlResponse resp) {
-      Reply r = ToReply(resp.status());
-      if (r.status.ok()) self->response_ = std::move(resp);
-      self->OnReply(std::move(r));
-    });
+// Join, Leave and Move carry the session's reference.
+void StampCtrl(CtrlRequest& request, const rsm::pb::SessionRef& ref) {
+  if (request.has_join()) {
+    *request.mutable_join()->mutable_session() = ref;
+  } else if (request.has_leave()) {
+    *request.mutable_leave()->mutable_session() = ref;
+  } else if (request.has_move()) {
+    *request.mutable_move()->mutable_session() = ref;
   }
-
-  void Done(Reply reply) override {
-    if (!reply.status.ok()) return done_(std::move(reply.status));
-    done_(std::move(response_));
-  }
-
-  CtrlTransport* const transport_;
-  CtrlRequest request_;
-  CtrlResponse response_;
-  const DoneFn done_;
-};
+}
 
 // The configuration number of a Join, Leave or Move response.
 uint64_t MadeNum(const CtrlResponse& r) {
@@ -75,15 +44,14 @@ CtrlClient::CtrlClient(CtrlTransport* transport, std::shared_ptr<LeaderCache> le
     : transport_(transport), leader_(std::move(leader)), options_(options), session_(resume) {}
 
 void CtrlClient::Write(const char* name, CtrlRequest request, ResponseFn done) {
-  std::make_shared<CtrlCall>(transport_, leader_, options_, name, &session_, std::move(request),
-                             std::move(done))
-      ->Start();
+  TypedCall<CtrlTransport, CtrlRequest, CtrlResponse>::Start(transport_, leader_, options_, name,
+                                                             &session_, StampCtrl,
+                                                             std::move(request), std::move(done));
 }
 
 void CtrlClient::Read(const char* name, CtrlRequest request, ResponseFn done) {
-  std::make_shared<CtrlCall>(transport_, leader_, options_, name, nullptr, std::move(request),
-                             std::move(done))
-      ->Start();
+  TypedCall<CtrlTransport, CtrlRequest, CtrlResponse>::Start(
+      transport_, leader_, options_, name, nullptr, nullptr, std::move(request), std::move(done));
 }
 
 void CtrlClient::Join(GroupServers groups, std::function<void(absl::StatusOr<uint64_t>)> done) {
@@ -141,29 +109,16 @@ void CtrlClient::Latest(std::function<void(absl::StatusOr<uint64_t>)> done) {
 
 // ---- CtrlClerk ----
 
-class CtrlClerk::Transport final : public CtrlTransport {
+class CtrlClerk::Transport final : public UnaryTransport<CtrlTransport, ctrl::pb::ShardCtrler> {
  public:
-  explicit Transport(const ClerkOptions& options) : grpc_(options.endpoints, options.channels) {
-    for (size_t i = 0; i < grpc_.endpoints().size(); ++i) {
-      stubs_.push_back(ctrl::pb::ShardCtrler::NewStub(grpc_.channel(i)));
-    }
-  }
-
-  const std::vector<std::string>& endpoints() const override { return grpc_.endpoints(); }
-  void Probe(size_t i, absl::Time deadline,
-             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
-    grpc_.Probe(i, deadline, std::move(done));
-  }
-  void RunAt(absl::Time when, std::function<void()> fn) override {
-    grpc_.RunAt(when, std::move(fn));
-  }
+  using UnaryTransport::UnaryTransport;
 
   void Send(size_t i, CtrlRequest req, absl::Time deadline,
             std::function<void(CtrlResponse)> done) override {
-    auto call = std::make_shared<std::pair<CtrlRequest, CtrlResponse>>(std::move(req),
-                                                                       CtrlResponse());
-    auto* stub = stubs_[i]->async();
-    grpc_.Call(
+    auto call =
+        std::make_shared<std::pair<CtrlRequest, CtrlResponse>>(std::move(req), CtrlResponse());
+    auto* stub = this->stub(i)->async();
+    grpc().Call(
         deadline,
         [stub, call](grpc::ClientContext* ctx, std::function<void(grpc::Status)> finish) {
           CtrlRequest& r = call->first;
@@ -180,8 +135,8 @@ class CtrlClerk::Transport final : public CtrlTransport {
             case CtrlRequest::kLatest:
               return stub->Latest(ctx, &r.latest(), resp.mutable_latest(), std::move(finish));
             default:
-              finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                  "request without an operation"));
+              finish(
+                  grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request without an operation"));
           }
         },
         [call, done = std::move(done)](rsm::pb::ReplyStatus status) {
@@ -189,24 +144,10 @@ class CtrlClerk::Transport final : public CtrlTransport {
           done(std::move(call->second));
         });
   }
-
- private:
-  std::vector<std::unique_ptr<ctrl::pb::ShardCtrler::Stub>> stubs_;
-  GrpcReplicas grpc_;  // destroyed first: cancels calls in flight
 };
 
 absl::StatusOr<std::unique_ptr<CtrlClerk>> CtrlClerk::Create(ClerkOptions options) {
-  if (options.endpoints.empty()) return absl::InvalidArgumentError("no controller endpoints given");
-  for (const auto& e : options.endpoints) {
-    if (auto p = ParseEndpoints(e); !p.ok()) return p.status();
-  }
-  if (!options.channels.empty() && options.channels.size() != options.endpoints.size()) {
-    return absl::InvalidArgumentError("channels: want one per endpoint");
-  }
-  if (options.attempt_timeout <= absl::ZeroDuration() ||
-      options.operation_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("timeouts must be positive");
-  }
+  if (absl::Status st = ValidateClerkOptions(options); !st.ok()) return st;
   return std::unique_ptr<CtrlClerk>(new CtrlClerk(std::move(options)));
 }
 
@@ -219,49 +160,33 @@ CtrlClerk::CtrlClerk(ClerkOptions options)
 
 CtrlClerk::~CtrlClerk() { transport_.reset(); }
 
-namespace {
-
-template <typename T, typename Start>
-T Wait(Start start) {
-  T result;
-  absl::Notification done;
-  start([&](T r) {
-    result = std::move(r);
-    done.Notify();
-  });
-  done.WaitForNotification();
-  return result;
-}
-
-}  // namespace
-
 absl::StatusOr<uint64_t> CtrlClerk::Join(GroupServers groups) {
   absl::MutexLock lock(&op_mu_);
-  return Wait<absl::StatusOr<uint64_t>>(
+  return Await<absl::StatusOr<uint64_t>>(
       [&](auto cb) { client_->Join(std::move(groups), std::move(cb)); });
 }
 
 absl::StatusOr<uint64_t> CtrlClerk::Leave(std::vector<uint64_t> gids) {
   absl::MutexLock lock(&op_mu_);
-  return Wait<absl::StatusOr<uint64_t>>(
+  return Await<absl::StatusOr<uint64_t>>(
       [&](auto cb) { client_->Leave(std::move(gids), std::move(cb)); });
 }
 
 absl::StatusOr<uint64_t> CtrlClerk::Move(uint32_t shard, uint64_t gid) {
   absl::MutexLock lock(&op_mu_);
-  return Wait<absl::StatusOr<uint64_t>>(
+  return Await<absl::StatusOr<uint64_t>>(
       [&](auto cb) { client_->Move(shard, gid, std::move(cb)); });
 }
 
 absl::StatusOr<ctrl::pb::Config> CtrlClerk::Query(int64_t num) {
   absl::MutexLock lock(&op_mu_);
-  return Wait<absl::StatusOr<ctrl::pb::Config>>(
+  return Await<absl::StatusOr<ctrl::pb::Config>>(
       [&](auto cb) { client_->Query(num, std::move(cb)); });
 }
 
 absl::StatusOr<uint64_t> CtrlClerk::Latest() {
   absl::MutexLock lock(&op_mu_);
-  return Wait<absl::StatusOr<uint64_t>>([&](auto cb) { client_->Latest(std::move(cb)); });
+  return Await<absl::StatusOr<uint64_t>>([&](auto cb) { client_->Latest(std::move(cb)); });
 }
 
 }  // namespace ds::client

@@ -9,47 +9,16 @@ using kv::pb::KvResponse;
 
 namespace {
 
-// One KV operation: the request, re-sent (stamped with the session's
-// reference, for writes) until it succeeds; `done` gets the response.
-class KvCall final : public RetryingCall {
- public:
-  using DoneFn = std::function<void(absl::StatusOr<KvResponse>)>;
-
-  KvCall(KvTransport* transport, std::shared_ptr<LeaderCache> leader, const RetryOptions& options,
-         const char* name, ClientSession* session, KvRequest request, DoneFn done)
-      : RetryingCall(transport, std::move(leader), options, name, session),
-        transport_(transport),
-        request_(std::move(request)),
-        done_(std::move(done)) {}
-
- private:
-  void Send(size_t replica, absl::Time deadline) override {
-    if (request_.has_put()) {
-      *request_.mutable_put()->mutable_session() = ref();
-    } else if (request_.has_append()) {
-      *request_.mutable_append()->mutable_session() = ref();
-    } else if (request_.has_delete_()) {
-      *request_.mutable_delete_()->mutable_session() = ref();
-    }
-    // The shared_ptr alone fits std::function's inline storage: no allocation.
-    auto self = std::static_pointer_cast<KvCall>(shared_from_this());
-    transport_->Send(replica, request_, deadline, [self](KvResponse resp) {
-      Reply r = ToReply(resp.status());
-      if (r.status.ok()) self->response_ = std::move(resp);
-      self->OnReply(std::move(r));
-    });
+// Writes carry the session's reference.
+void StampKv(KvRequest& request, const rsm::pb::SessionRef& ref) {
+  if (request.has_put()) {
+    *request.mutable_put()->mutable_session() = ref;
+  } else if (request.has_append()) {
+    *request.mutable_append()->mutable_session() = ref;
+  } else if (request.has_delete_()) {
+    *request.mutable_delete_()->mutable_session() = ref;
   }
-
-  void Done(Reply reply) override {
-    if (!reply.status.ok()) return done_(std::move(reply.status));
-    done_(std::move(response_));
-  }
-
-  KvTransport* const transport_;
-  KvRequest request_;
-  KvResponse response_;
-  const DoneFn done_;
-};
+}
 
 }  // namespace
 
@@ -58,9 +27,9 @@ KvClient::KvClient(KvTransport* transport, std::shared_ptr<LeaderCache> leader,
     : transport_(transport), leader_(std::move(leader)), options_(options), session_(resume) {}
 
 void KvClient::Run(const char* name, KvRequest request, bool write, ResponseCallback done) {
-  std::make_shared<KvCall>(transport_, leader_, options_, name, write ? &session_ : nullptr,
-                           std::move(request), std::move(done))
-      ->Start();
+  TypedCall<KvTransport, KvRequest, KvResponse>::Start(
+      transport_, leader_, options_, name, write ? &session_ : nullptr, write ? StampKv : nullptr,
+      std::move(request), std::move(done));
 }
 
 void KvClient::Get(std::string key, std::function<void(absl::StatusOr<GetResult>)> done) {

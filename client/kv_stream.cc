@@ -325,8 +325,8 @@ class AsyncClerk::Transport final : public KvTransport {
 AsyncClerk::AsyncClerk(ClerkOptions options, std::shared_ptr<KvPool> pool, int connection_index)
     : pool_(std::move(pool)),
       transport_(std::make_unique<Transport>(pool_.get(), connection_index)),
-      client_(std::make_unique<KvClient>(transport_.get(), pool_->leader(),
-                                         ToRetryOptions(options), options.session)) {}
+      client_(std::make_unique<KvClient>(transport_.get(), pool_->leader(), ToRetryOptions(options),
+                                         options.session)) {}
 
 AsyncClerk::~AsyncClerk() = default;
 

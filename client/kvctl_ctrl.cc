@@ -70,7 +70,8 @@ ExitCode RunCtrl(CtrlClerk& clerk, const std::vector<std::string>& args, bool js
     if (args.size() < 2) return Usage("ctrl join takes GID=HOST:PORT,... [GID=...]");
     GroupServers groups;
     for (size_t i = 1; i < args.size(); ++i) {
-      if (absl::Status st = ParseGroup(args[i], &groups); !st.ok()) return Usage(std::string(st.message()));
+      if (absl::Status st = ParseGroup(args[i], &groups); !st.ok())
+        return Usage(std::string(st.message()));
     }
     return Made(clerk.Join(std::move(groups)), json);
   }

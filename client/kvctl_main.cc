@@ -11,8 +11,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "client/cli_output.h"
 #include "client/clerk.h"
+#include "client/cli_output.h"
 #include "client/ctrl_client.h"
 #include "client/kvctl_ctrl.h"
 #include "common/init.h"
@@ -30,7 +30,8 @@ namespace {
 
 using namespace ds::client::cli;  // NOLINT: ExitCode, Print, Usage, Fail
 
-constexpr char kUsageText[] = R"(kvctl: command line of the KV-Raft service and the shard controller.
+constexpr char kUsageText[] =
+    R"(kvctl: command line of the KV-Raft service and the shard controller.
 
 Usage: kvctl [flags] COMMAND [ARGS]
   get KEY            print the value (nothing for a missing key; exit 0)
@@ -80,8 +81,8 @@ class Kvctl {
     const std::string& cmd = args[0];
     if (cmd == "ctrl") {
       if (ctrl_ == nullptr) {
-        auto endpoints = Endpoints(absl::GetFlag(FLAGS_controllers), "--controllers",
-                                   "KVCTL_CONTROLLERS");
+        auto endpoints =
+            Endpoints(absl::GetFlag(FLAGS_controllers), "--controllers", "KVCTL_CONTROLLERS");
         if (!endpoints.ok()) return Usage(std::string(endpoints.status().message()));
         ds::client::ClerkOptions o = options_;
         o.endpoints = *endpoints;
@@ -92,8 +93,7 @@ class Kvctl {
       return RunCtrl(*ctrl_, std::vector<std::string>(args.begin() + 1, args.end()), json_);
     }
     if (clerk_ == nullptr) {
-      auto endpoints =
-          Endpoints(absl::GetFlag(FLAGS_endpoints), "--endpoints", "KVCTL_ENDPOINTS");
+      auto endpoints = Endpoints(absl::GetFlag(FLAGS_endpoints), "--endpoints", "KVCTL_ENDPOINTS");
       if (!endpoints.ok()) return Usage(std::string(endpoints.status().message()));
       ds::client::ClerkOptions o = options_;
       o.endpoints = *endpoints;
@@ -194,8 +194,8 @@ class Kvctl {
         Print(absl::StrFormat(
             "%s id=%d role=%s term=%d leader=%d commit=%d applied=%d log_bytes=%d "
             "snapshot_index=%d",
-            e, s->id(), ds::client::RoleName(s->role()), s->term(), s->leader_id(), s->commit_index(),
-            s->applied_index(), s->log_bytes(), s->snapshot_index()));
+            e, s->id(), ds::client::RoleName(s->role()), s->term(), s->leader_id(),
+            s->commit_index(), s->applied_index(), s->log_bytes(), s->snapshot_index()));
       }
     }
     if (json_) Print(absl::StrCat("[", absl::StrJoin(json_items, ","), "]"));
@@ -224,8 +224,8 @@ class Kvctl {
 
   const ds::client::ClerkOptions options_;  // everything but the endpoints
   const bool json_;
-  std::unique_ptr<ds::client::Clerk> clerk_;        // made at the first KV command
-  std::unique_ptr<ds::client::CtrlClerk> ctrl_;     // made at the first ctrl command
+  std::unique_ptr<ds::client::Clerk> clerk_;     // made at the first KV command
+  std::unique_ptr<ds::client::CtrlClerk> ctrl_;  // made at the first ctrl command
 };
 
 }  // namespace

@@ -158,9 +158,9 @@ void RetryingCall::Start() {
 void RetryingCall::Next() {
   if (absl::Now() >= deadline_) {
     Reply r;
-    r.status = absl::DeadlineExceededError(absl::StrCat(
-        name_, ": no answer within ", absl::FormatDuration(options_.operation_timeout),
-        "; last error: ", last_error_));
+    r.status = absl::DeadlineExceededError(
+        absl::StrCat(name_, ": no answer within ", absl::FormatDuration(options_.operation_timeout),
+                     "; last error: ", last_error_));
     return Finish(std::move(r));
   }
   const size_t target = leader_->Get();
@@ -228,8 +228,8 @@ void RetryingCall::OnProbe(uint64_t round, size_t i, absl::StatusOr<rsm::pb::Sta
   size_t found = LeaderCache::kUnknown;
   if (s.ok()) {
     leader_->Learn(s->id(), i);
-    found = s->role() == rsm::pb::ROLE_LEADER ? i
-                                              : leader_->Find(s->leader_id(), s->leader_address());
+    found =
+        s->role() == rsm::pb::ROLE_LEADER ? i : leader_->Find(s->leader_id(), s->leader_address());
   }
   bool give_up = false;
   std::string why;
@@ -387,16 +387,15 @@ void ProbeReplica(rsm::pb::Replica::Stub* stub, CallTracker* calls, absl::Time d
     rsm::pb::StatusResponse resp;
   };
   auto call = std::make_shared<Call>();
-  stub->async()->Status(ctx, &call->req, &call->resp,
-                        [calls, ctx, call, done = std::move(done)](grpc::Status st) {
-                          absl::StatusOr<rsm::pb::StatusResponse> r =
-                              st.ok() ? absl::StatusOr<rsm::pb::StatusResponse>(
-                                            std::move(call->resp))
-                                      : absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                                                     st.error_message());
-                          done(std::move(r));
-                          calls->Finish(ctx);  // last: the tracker's owner may now go away
-                        });
+  stub->async()->Status(
+      ctx, &call->req, &call->resp, [calls, ctx, call, done = std::move(done)](grpc::Status st) {
+        absl::StatusOr<rsm::pb::StatusResponse> r =
+            st.ok()
+                ? absl::StatusOr<rsm::pb::StatusResponse>(std::move(call->resp))
+                : absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
+        done(std::move(r));
+        calls->Finish(ctx);  // last: the tracker's owner may now go away
+      });
 }
 
 }  // namespace ds::client

@@ -40,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/timer.h"
 #include "grpcpp/grpcpp.h"
@@ -251,6 +252,71 @@ absl::StatusOr<std::vector<std::string>> ParseEndpoints(const std::string& list)
 // A channel to `endpoint` with the clerks' settings. Channels made with
 // distinct `connection_id`s use distinct TCP connections.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint, int connection_id = 0);
+
+// An operation that sends one request message, re-sent (stamped by `stamp`
+// with the session's reference, for writes) through Transport::Send(replica,
+// Request, deadline, std::function<void(Response)>) until it succeeds; the
+// service's clients (KvClient, CtrlClient) are made of these. Response has a
+// `status()` ReplyStatus.
+template <typename Transport, typename Request, typename Response>
+class TypedCall final : public RetryingCall {
+ public:
+  using StampFn = void (*)(Request&, const rsm::pb::SessionRef&);
+  using DoneFn = std::function<void(absl::StatusOr<Response>)>;
+
+  // Makes and starts one. `session` null: no session (reads).
+  static void Start(Transport* transport, std::shared_ptr<LeaderCache> leader,
+                    const RetryOptions& options, const char* name, ClientSession* session,
+                    StampFn stamp, Request request, DoneFn done) {
+    std::make_shared<TypedCall>(transport, std::move(leader), options, name, session, stamp,
+                                std::move(request), std::move(done))
+        ->RetryingCall::Start();
+  }
+
+  TypedCall(Transport* transport, std::shared_ptr<LeaderCache> leader, const RetryOptions& options,
+            const char* name, ClientSession* session, StampFn stamp, Request request, DoneFn done)
+      : RetryingCall(transport, std::move(leader), options, name, session),
+        transport_(transport),
+        stamp_(stamp),
+        request_(std::move(request)),
+        done_(std::move(done)) {}
+
+ private:
+  void Send(size_t replica, absl::Time deadline) override {
+    if (stamp_ != nullptr) stamp_(request_, ref());
+    // The shared_ptr alone fits std::function's inline storage: no allocation.
+    auto self = std::static_pointer_cast<TypedCall>(shared_from_this());
+    transport_->Send(replica, request_, deadline, [self](Response resp) {
+      Reply r = ToReply(resp.status());
+      if (r.status.ok()) self->response_ = std::move(resp);
+      self->OnReply(std::move(r));
+    });
+  }
+
+  void Done(Reply reply) override {
+    if (!reply.status.ok()) return done_(std::move(reply.status));
+    done_(std::move(response_));
+  }
+
+  Transport* const transport_;
+  const StampFn stamp_;
+  Request request_;
+  Response response_;
+  const DoneFn done_;
+};
+
+// Runs an asynchronous call and waits for its result: `start(callback)`.
+template <typename T, typename Start>
+T Await(Start start) {
+  T result;
+  absl::Notification done;
+  start([&](T r) {
+    result = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return result;
+}
 
 // The calls a transport has in flight, so that it can cancel them when it
 // goes away instead of waiting for their deadlines (a probe of an endpoint

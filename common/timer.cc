@@ -31,8 +31,7 @@ void Timer::Loop() {
     {
       absl::MutexLock lock(&mu_);
       // Wake at the earliest due time, or when something earlier is added.
-      const absl::Time wake =
-          due_.empty() ? absl::InfiniteFuture() : due_.begin()->first;
+      const absl::Time wake = due_.empty() ? absl::InfiniteFuture() : due_.begin()->first;
       auto ready = [this, wake]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || (!due_.empty() && due_.begin()->first < wake) ||
                (!due_.empty() && due_.begin()->first <= absl::Now());

@@ -126,53 +126,35 @@ void HandleKvRequest(const rsm::ReplicaContext& replica, const KvServiceOptions&
 KvServiceImpl::KvServiceImpl(KvServiceOptions options, const rsm::ReplicaContext* replica)
     : options_(options),
       replica_(replica),
-      handler_([this](pb::KvRequest req, absl::Time deadline,
-                      std::function<void(pb::KvResponse)> done) {
-        HandleKvRequest(*replica_, options_, std::move(req), deadline, std::move(done));
-      }) {}
-
-template <typename Take>
-grpc::ServerUnaryReactor* KvServiceImpl::Unary(grpc::CallbackServerContext* ctx, pb::KvRequest req,
-                                               Take take) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  HandleKvRequest(*replica_, options_, std::move(req), replica_->CallDeadline(ctx),
-                  [ctx, reactor, take](pb::KvResponse out) {
-                    if (out.status().code() == 0) take(out);
-                    rsm::FinishUnary(ctx, reactor, out.status());
-                  });
-  return reactor;
-}
+      handler_(
+          [this](pb::KvRequest req, absl::Time deadline, std::function<void(pb::KvResponse)> done) {
+            HandleKvRequest(*replica_, options_, std::move(req), deadline, std::move(done));
+          }) {}
 
 grpc::ServerUnaryReactor* KvServiceImpl::Get(grpc::CallbackServerContext* ctx,
                                              const pb::GetRequest* req, pb::GetResponse* resp) {
-  pb::KvRequest r;
-  *r.mutable_get() = *req;
-  return Unary(ctx, std::move(r), [resp](pb::KvResponse& o) { *resp = std::move(*o.mutable_get()); });
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::KvRequest::mutable_get,
+                         &pb::KvResponse::mutable_get, handler_);
 }
 
 grpc::ServerUnaryReactor* KvServiceImpl::Put(grpc::CallbackServerContext* ctx,
                                              const pb::PutRequest* req, pb::PutResponse* resp) {
-  pb::KvRequest r;
-  *r.mutable_put() = *req;
-  return Unary(ctx, std::move(r), [resp](pb::KvResponse& o) { *resp = std::move(*o.mutable_put()); });
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::KvRequest::mutable_put,
+                         &pb::KvResponse::mutable_put, handler_);
 }
 
 grpc::ServerUnaryReactor* KvServiceImpl::Append(grpc::CallbackServerContext* ctx,
                                                 const pb::AppendRequest* req,
                                                 pb::AppendResponse* resp) {
-  pb::KvRequest r;
-  *r.mutable_append() = *req;
-  return Unary(ctx, std::move(r),
-               [resp](pb::KvResponse& o) { *resp = std::move(*o.mutable_append()); });
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::KvRequest::mutable_append,
+                         &pb::KvResponse::mutable_append, handler_);
 }
 
 grpc::ServerUnaryReactor* KvServiceImpl::Delete(grpc::CallbackServerContext* ctx,
                                                 const pb::DeleteRequest* req,
                                                 pb::DeleteResponse* resp) {
-  pb::KvRequest r;
-  *r.mutable_delete_() = *req;
-  return Unary(ctx, std::move(r),
-               [resp](pb::KvResponse& o) { *resp = std::move(*o.mutable_delete_()); });
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::KvRequest::mutable_delete_,
+                         &pb::KvResponse::mutable_delete_, handler_);
 }
 
 grpc::ServerBidiReactor<pb::KvRequestBatch, pb::KvResponseBatch>* KvServiceImpl::Batch(

@@ -57,11 +57,6 @@ class KvServiceImpl final : public pb::KvService::CallbackService {
  private:
   using Stream = rsm::BatchStream<pb::KvRequestBatch, pb::KvResponseBatch>;
 
-  // One unary call through HandleKvRequest; `take` moves the result into the
-  // call's response message.
-  template <typename Take>
-  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, pb::KvRequest req, Take take);
-
   const KvServiceOptions options_;
   const rsm::ReplicaContext* const replica_;
   const Stream::Handler handler_;

@@ -10,8 +10,7 @@ absl::StatusOr<std::string> KvStateMachine::Apply(std::string_view command,
                                                   const rsm::ApplyContext& context) {
   pb::KvCommand cmd;
   if (!cmd.ParseFromArray(command.data(), static_cast<int>(command.size()))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("entry ", context.index, " is not a KvCommand"));
+    return absl::InvalidArgumentError(absl::StrCat("entry ", context.index, " is not a KvCommand"));
   }
   absl::StatusOr<pb::KvResult> result = Execute(cmd);
   if (!result.ok()) {

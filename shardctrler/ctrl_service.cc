@@ -16,10 +16,10 @@ void Submit(const rsm::ReplicaContext& replica, const rsm::pb::SessionRef& sessi
             Response* (pb::CtrlResponse::*mutable_result)(),
             std::function<void(pb::CtrlResponse)> done) {
   if (session.client_id() == 0 || session.sequence() == 0 || session.created_unix_micros() <= 0) {
-    replica.FillReply(absl::InvalidArgumentError(
-                          "join, leave and move need a session: nonzero client_id, "
-                          "created_unix_micros and sequence"),
-                      resp.mutable_status());
+    replica.FillReply(
+        absl::InvalidArgumentError("join, leave and move need a session: nonzero client_id, "
+                                   "created_unix_micros and sequence"),
+        resp.mutable_status());
     return done(std::move(resp));
   }
   rsm::SubmitAsync(replica.rsm(), &session, cmd, deadline,
@@ -95,61 +95,47 @@ void HandleCtrlRequest(const rsm::ReplicaContext& replica, const CtrlServiceOpti
   }
 }
 
-template <typename Take>
-grpc::ServerUnaryReactor* CtrlServiceImpl::Unary(grpc::CallbackServerContext* ctx,
-                                                 pb::CtrlRequest req, Take take) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  HandleCtrlRequest(*replica_, options_, std::move(req), replica_->CallDeadline(ctx),
-                    [ctx, reactor, take](pb::CtrlResponse out) {
-                      if (out.status().code() == 0) take(out);
-                      rsm::FinishUnary(ctx, reactor, out.status());
-                    });
-  return reactor;
-}
+CtrlServiceImpl::CtrlServiceImpl(CtrlServiceOptions options, const rsm::ReplicaContext* replica)
+    : options_(options),
+      replica_(replica),
+      handler_([this](pb::CtrlRequest req, absl::Time deadline,
+                      std::function<void(pb::CtrlResponse)> done) {
+        HandleCtrlRequest(*replica_, options_, std::move(req), deadline, std::move(done));
+      }) {}
 
 grpc::ServerUnaryReactor* CtrlServiceImpl::Join(grpc::CallbackServerContext* ctx,
                                                 const pb::JoinRequest* req,
                                                 pb::JoinResponse* resp) {
-  pb::CtrlRequest r;
-  *r.mutable_join() = *req;
-  return Unary(ctx, std::move(r),
-               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_join()); });
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::CtrlRequest::mutable_join,
+                         &pb::CtrlResponse::mutable_join, handler_);
 }
 
 grpc::ServerUnaryReactor* CtrlServiceImpl::Leave(grpc::CallbackServerContext* ctx,
                                                  const pb::LeaveRequest* req,
                                                  pb::LeaveResponse* resp) {
-  pb::CtrlRequest r;
-  *r.mutable_leave() = *req;
-  return Unary(ctx, std::move(r),
-               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_leave()); });
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::CtrlRequest::mutable_leave,
+                         &pb::CtrlResponse::mutable_leave, handler_);
 }
 
 grpc::ServerUnaryReactor* CtrlServiceImpl::Move(grpc::CallbackServerContext* ctx,
                                                 const pb::MoveRequest* req,
                                                 pb::MoveResponse* resp) {
-  pb::CtrlRequest r;
-  *r.mutable_move() = *req;
-  return Unary(ctx, std::move(r),
-               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_move()); });
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::CtrlRequest::mutable_move,
+                         &pb::CtrlResponse::mutable_move, handler_);
 }
 
 grpc::ServerUnaryReactor* CtrlServiceImpl::Query(grpc::CallbackServerContext* ctx,
                                                  const pb::QueryRequest* req,
                                                  pb::QueryResponse* resp) {
-  pb::CtrlRequest r;
-  *r.mutable_query() = *req;
-  return Unary(ctx, std::move(r),
-               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_query()); });
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::CtrlRequest::mutable_query,
+                         &pb::CtrlResponse::mutable_query, handler_);
 }
 
 grpc::ServerUnaryReactor* CtrlServiceImpl::Latest(grpc::CallbackServerContext* ctx,
                                                   const pb::LatestRequest* req,
                                                   pb::LatestResponse* resp) {
-  pb::CtrlRequest r;
-  *r.mutable_latest() = *req;
-  return Unary(ctx, std::move(r),
-               [resp](pb::CtrlResponse& o) { *resp = std::move(*o.mutable_latest()); });
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::CtrlRequest::mutable_latest,
+                         &pb::CtrlResponse::mutable_latest, handler_);
 }
 
 }  // namespace ds::ctrl

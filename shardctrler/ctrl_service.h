@@ -31,8 +31,7 @@ void HandleCtrlRequest(const rsm::ReplicaContext& replica, const CtrlServiceOpti
 class CtrlServiceImpl final : public pb::ShardCtrler::CallbackService {
  public:
   // `replica` must outlive the service.
-  CtrlServiceImpl(CtrlServiceOptions options, const rsm::ReplicaContext* replica)
-      : options_(options), replica_(replica) {}
+  CtrlServiceImpl(CtrlServiceOptions options, const rsm::ReplicaContext* replica);
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx, const pb::JoinRequest* req,
                                  pb::JoinResponse* resp) override;
@@ -46,11 +45,12 @@ class CtrlServiceImpl final : public pb::ShardCtrler::CallbackService {
                                    pb::LatestResponse* resp) override;
 
  private:
-  template <typename Take>
-  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, pb::CtrlRequest req, Take take);
+  using Handler =
+      std::function<void(pb::CtrlRequest, absl::Time, std::function<void(pb::CtrlResponse)>)>;
 
   const CtrlServiceOptions options_;
   const rsm::ReplicaContext* const replica_;
+  const Handler handler_;
 };
 
 }  // namespace ds::ctrl

@@ -38,8 +38,7 @@ void OpenSessionAsync(raft::Rsm& rsm, const pb::SessionRef& session, absl::Time 
 // Runs `query` on the application at a linearizable point (ReadIndex: nothing
 // is written to the log), then `done` with OK; otherwise `done` gets the error
 // and `query` does not run. The Rsm must apply to a SessionStateMachine.
-void ReadAsync(raft::Rsm& rsm, absl::Time deadline,
-               std::function<void(const Application&)> query,
+void ReadAsync(raft::Rsm& rsm, absl::Time deadline, std::function<void(const Application&)> query,
                std::function<void(absl::Status)> done);
 
 // True if `status` says the replica refused before proposing anything.

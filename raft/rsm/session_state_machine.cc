@@ -17,7 +17,8 @@ constexpr char kWatermarkPayload[] = "type.googleapis.com/ds.rsm.SessionWatermar
 constexpr size_t kLengthBytes = 8;
 
 void PutLength(uint64_t n, std::string* out) {
-  for (size_t i = 0; i < kLengthBytes; ++i) out->push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  for (size_t i = 0; i < kLengthBytes; ++i)
+    out->push_back(static_cast<char>((n >> (8 * i)) & 0xff));
 }
 
 uint64_t GetLength(std::string_view in) {
@@ -112,8 +113,7 @@ std::string EncodeOpen(const pb::SessionRef& session, int64_t proposal_time_unix
 SessionStateMachine::SessionStateMachine(Application* app, SessionOptions options)
     : app_(app), sessions_(options) {}
 
-absl::StatusOr<std::string> SessionStateMachine::Apply(const std::string& command,
-                                                       uint64_t index) {
+absl::StatusOr<std::string> SessionStateMachine::Apply(const std::string& command, uint64_t index) {
   if (index <= applied_index_) {
     return absl::FailedPreconditionError(
         absl::StrCat("entry ", index, " is at or below the applied index ", applied_index_));
@@ -136,9 +136,9 @@ absl::StatusOr<std::string> SessionStateMachine::Apply(const std::string& comman
   context.sessions = &sessions_;
   absl::StatusOr<std::string> result =
       cmd.has_session() ? ApplySession(cmd, context)
-      : cmd.open_only() ? absl::InvalidArgumentError(
-                              absl::StrCat("entry ", index, ": open without a session"))
-                        : app_->Apply(cmd.command(), context);
+      : cmd.open_only()
+          ? absl::InvalidArgumentError(absl::StrCat("entry ", index, ": open without a session"))
+          : app_->Apply(cmd.command(), context);
   session_count_.store(sessions_.size(), std::memory_order_relaxed);
   return result;
 }
@@ -150,8 +150,9 @@ absl::StatusOr<std::string> SessionStateMachine::ApplySession(const pb::SessionC
   if (ref.client_id() == 0 || ref.created_unix_micros() <= 0 ||
       (ref.sequence() == 0 && !cmd.open_only())) {
     return absl::InvalidArgumentError(
-        absl::StrCat("entry ", context.index, ": a session needs a nonzero client id, creation "
-                                              "time and sequence number"));
+        absl::StrCat("entry ", context.index,
+                     ": a session needs a nonzero client id, creation "
+                     "time and sequence number"));
   }
   pb::SessionRef open_ref = ref;
   if (cmd.open_only()) open_ref.set_sequence(1);  // classify as a first command would be
@@ -163,12 +164,13 @@ absl::StatusOr<std::string> SessionStateMachine::ApplySession(const pb::SessionC
     case SessionTable::Verdict::kOpen: {
       const int64_t skew = absl::ToInt64Microseconds(sessions_.options().max_clock_skew);
       if (ref.created_unix_micros() - clock_unix_micros_ > skew) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "session ", ref.client_id(), " was created ",
-            absl::FormatDuration(absl::Microseconds(ref.created_unix_micros() - clock_unix_micros_)),
-            " in the future of the leader's clock (more than the allowed skew of ",
-            absl::FormatDuration(sessions_.options().max_clock_skew),
-            "); check the client's clock"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("session ", ref.client_id(), " was created ",
+                         absl::FormatDuration(
+                             absl::Microseconds(ref.created_unix_micros() - clock_unix_micros_)),
+                         " in the future of the leader's clock (more than the allowed skew of ",
+                         absl::FormatDuration(sessions_.options().max_clock_skew),
+                         "); check the client's clock"));
       }
       break;
     }

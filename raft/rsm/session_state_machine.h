@@ -39,8 +39,8 @@ namespace ds::rsm {
 
 // What the application sees while applying one command.
 struct ApplyContext {
-  uint64_t index = 0;              // the log entry
-  int64_t clock_unix_micros = 0;   // the logical clock, this command included
+  uint64_t index = 0;                       // the log entry
+  int64_t clock_unix_micros = 0;            // the logical clock, this command included
   const pb::SessionRef* session = nullptr;  // nullptr: a sessionless command
   // The session table, for applications that move sessions between groups
   // (shardkv); the session of this command is recorded after Apply returns.

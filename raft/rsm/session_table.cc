@@ -8,6 +8,14 @@
 
 namespace ds::rsm {
 
+pb::SessionRef MakeSessionRef(uint64_t client_id, int64_t created_unix_micros, uint64_t sequence) {
+  pb::SessionRef ref;
+  ref.set_client_id(client_id);
+  ref.set_created_unix_micros(created_unix_micros);
+  ref.set_sequence(sequence);
+  return ref;
+}
+
 SessionTable::SessionTable(SessionOptions options) : options_(options) {}
 
 SessionTable::Verdict SessionTable::Check(const pb::SessionRef& ref,
@@ -17,8 +25,7 @@ SessionTable::Verdict SessionTable::Check(const pb::SessionRef& ref,
     // Even sequence 1 of a session at or below the watermark: a first command
     // retried after its session was forgotten looks exactly like it, and may
     // already have been applied.
-    return ref.created_unix_micros() > watermark_unix_micros_ ? Verdict::kOpen
-                                                              : Verdict::kExpired;
+    return ref.created_unix_micros() > watermark_unix_micros_ ? Verdict::kOpen : Verdict::kExpired;
   }
   const Session& session = it->second;
   // The same id with another creation time is not this session (a client bug,
@@ -117,8 +124,8 @@ absl::Status SessionTable::LoadFrom(const pb::SessionTableState& state) {
       bad = absl::InvalidArgumentError("session table: a session has client id 0");
     } else if (!sessions_
                     .emplace(in.client_id(),
-                             Session{in.created_unix_micros(), in.last_sequence(),
-                                     in.last_result(), in.last_active_unix_micros()})
+                             Session{in.created_unix_micros(), in.last_sequence(), in.last_result(),
+                                     in.last_active_unix_micros()})
                     .second) {
       bad = absl::InvalidArgumentError(
           absl::StrCat("session table: duplicate client ", in.client_id()));

@@ -60,6 +60,9 @@ struct SessionOptions {
   absl::Duration max_clock_skew = absl::Minutes(10);
 };
 
+// A SessionRef from its three fields.
+pb::SessionRef MakeSessionRef(uint64_t client_id, int64_t created_unix_micros, uint64_t sequence);
+
 class SessionTable {
  public:
   enum class Verdict {

@@ -103,7 +103,8 @@ std::string Header() { return absl::StrCat("dstack replica data format ", kDataF
 
 std::string FormatText(const ReplicaServerOptions& o) {
   std::string text = absl::StrCat(Header(), "service ", o.service.name, "\n");
-  for (const auto& [name, value] : o.fixed_parameters) absl::StrAppend(&text, name, " ", value, "\n");
+  for (const auto& [name, value] : o.fixed_parameters)
+    absl::StrAppend(&text, name, " ", value, "\n");
   return text;
 }
 
@@ -123,10 +124,10 @@ absl::Status CheckDataDir(const ReplicaServerOptions& o) {
   if (text.ok()) {
     if (*text == want) return absl::OkStatus();
     if (!absl::StartsWith(*text, Header())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "data directory ", dir, " has an unknown format (", path, " starts \"",
-          absl::CEscape(text->substr(0, text->find('\n'))),
-          "\"): written by another version; refusing to start"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("data directory ", dir, " has an unknown format (", path, " starts \"",
+                       absl::CEscape(text->substr(0, text->find('\n'))),
+                       "\"): written by another version; refusing to start"));
     }
     if (Field(*text, "service") != o.service.name) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -135,10 +136,10 @@ absl::Status CheckDataDir(const ReplicaServerOptions& o) {
     }
     for (const auto& [name, value] : o.fixed_parameters) {
       if (Field(*text, name) != value) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "data directory ", dir, " was created with ", name, " ", Field(*text, name),
-            ", but this replica was started with ", name, " ", value,
-            ": it cannot change for an existing directory; refusing to start"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("data directory ", dir, " was created with ", name, " ",
+                         Field(*text, name), ", but this replica was started with ", name, " ",
+                         value, ": it cannot change for an existing directory; refusing to start"));
       }
     }
     return absl::FailedPreconditionError(absl::StrCat("data directory ", dir, ": ", path,

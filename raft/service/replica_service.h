@@ -72,6 +72,28 @@ void FinishUnary(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* rea
 void FinishUnary(const ReplicaContext& replica, grpc::CallbackServerContext* ctx,
                  grpc::ServerUnaryReactor* reactor, const absl::Status& status);
 
+// One unary call served through a service's one request path: the request
+// goes into its envelope (`in`: the envelope's mutable accessor of that
+// request, e.g. &KvRequest::mutable_put), `handle(envelope, deadline, done)`
+// runs it, and the response comes out of the response envelope (`out`) with
+// the envelope's status as the call's status and trailers.
+template <typename InEnvelope, typename OutEnvelope, typename Request, typename Response,
+          typename Handle>
+grpc::ServerUnaryReactor* ServeUnary(const ReplicaContext& replica,
+                                     grpc::CallbackServerContext* ctx, const Request* req,
+                                     Response* resp, Request* (InEnvelope::*in)(),
+                                     Response* (OutEnvelope::*out)(), const Handle& handle) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  InEnvelope envelope;
+  *(envelope.*in)() = *req;
+  handle(std::move(envelope), replica.CallDeadline(ctx),
+         [ctx, reactor, resp, out](OutEnvelope answer) {
+           if (answer.status().code() == 0) *resp = std::move(*(answer.*out)());
+           FinishUnary(ctx, reactor, answer.status());
+         });
+  return reactor;
+}
+
 // ds.rsm.pb.Replica: Status (local, not linearizable) and Register (opens a
 // session through the log). The Rsm must apply to a SessionStateMachine.
 class ReplicaServiceImpl final : public pb::Replica::CallbackService {

@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/files.h"
 #include "common/net.h"
 #include "common/subprocess.h"
 #include "grpcpp/grpcpp.h"
@@ -62,6 +63,11 @@ class ProcessCluster {
   const std::string& dir() const { return dir_; }
   std::string data_dir(int i) const { return absl::StrCat(dir_, "/", i + 1); }
   std::string log_path(int i) const { return absl::StrCat(dir_, "/", i + 1, ".log"); }
+  // The last `bytes` of replica i's log (for failure messages).
+  std::string LogTail(int i, size_t bytes = 3000) const {
+    std::string s = common::ReadWholeFile(log_path(i)).value_or("");
+    return s.size() > bytes ? s.substr(s.size() - bytes) : s;
+  }
 
   // (Re)starts replica i with the group's flags plus `more_flags`.
   void Start(int i, std::vector<std::string> more_flags = {}) {
@@ -94,8 +100,7 @@ class ProcessCluster {
   common::Subprocess* process(int i) { return procs_[i].get(); }
 
   // Replica i's own status (Replica.Status), without retries.
-  absl::StatusOr<rsm::pb::StatusResponse> Status(int i,
-                                                 absl::Duration timeout = absl::Seconds(1)) {
+  absl::StatusOr<rsm::pb::StatusResponse> Status(int i, absl::Duration timeout = absl::Seconds(1)) {
     auto stub = rsm::pb::Replica::NewStub(
         grpc::CreateChannel(endpoints_[i], grpc::InsecureChannelCredentials()));
     grpc::ClientContext ctx;

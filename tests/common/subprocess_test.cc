@@ -4,11 +4,15 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/files.h"
 #include "common/net.h"
 #include "gtest/gtest.h"
 
 namespace ds::common {
 namespace {
+
+// A file's contents, "" if it cannot be read (logs and outputs in messages).
+std::string ReadLog(const std::string& path) { return common::ReadWholeFile(path).value_or(""); }
 
 // Each test's logs live in a directory of its own, removed when the test ends.
 class SubprocessTest : public ::testing::Test {
@@ -25,13 +29,6 @@ class SubprocessTest : public ::testing::Test {
   std::string dir_;
 };
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::unique_ptr<Subprocess> StartHealthServer(const PortReservation& port, const std::string& log) {
   auto p = Subprocess::Start(
       {.argv = {BinaryPath("test-health-server"), "--listen=" + port.address()}, .log_path = log});
@@ -47,7 +44,7 @@ TEST_F(SubprocessTest, StartsWaitsHealthyAndShutsDownGracefullyOnSigterm) {
   ASSERT_NE(p, nullptr);
   ASSERT_TRUE(p->WaitHealthy(port->address(), absl::Seconds(20)).ok());
   EXPECT_EQ(p->Terminate(absl::Seconds(10)), 0);
-  EXPECT_NE(ReadFile(log).find("stopped"), std::string::npos) << ReadFile(log);
+  EXPECT_NE(ReadLog(log).find("stopped"), std::string::npos) << ReadLog(log);
 }
 
 TEST_F(SubprocessTest, PausedProcessIsNotHealthyUntilContinued) {
@@ -100,7 +97,7 @@ TEST_F(SubprocessTest, HelpListsProjectFlagsAndExitsZero) {
   auto status = (*p)->WaitFor(absl::Seconds(20));
   ASSERT_TRUE(status.has_value());
   EXPECT_EQ(*status, 0);
-  std::string out = ReadFile(log);
+  std::string out = ReadLog(log);
   EXPECT_NE(out.find("--listen"), std::string::npos) << out;
   EXPECT_NE(out.find("--shutdown_deadline"), std::string::npos) << out;
   EXPECT_NE(out.find("--log_level"), std::string::npos) << out;

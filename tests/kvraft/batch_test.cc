@@ -18,6 +18,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/kv.grpc.pb.h"
+#include "raft/rsm/session_table.h"
 #include "tests/kvraft/process_cluster.h"
 
 namespace ds::kv {
@@ -129,17 +130,9 @@ std::optional<pb::KvResponse> SendToLeader(ProcessCluster& cluster, const pb::Kv
   return resp;
 }
 
-rsm::pb::SessionRef Session(uint64_t client_id, int64_t created_unix_micros, uint64_t sequence) {
-  rsm::pb::SessionRef ref;
-  ref.set_client_id(client_id);
-  ref.set_created_unix_micros(created_unix_micros);
-  ref.set_sequence(sequence);
-  return ref;
-}
-
 // A session created now, for writes that must be accepted.
 rsm::pb::SessionRef NewSession(uint64_t client_id, uint64_t sequence = 1) {
-  return Session(client_id, absl::ToUnixMicros(absl::Now()), sequence);
+  return rsm::MakeSessionRef(client_id, absl::ToUnixMicros(absl::Now()), sequence);
 }
 
 pb::KvRequest MakeGet(std::string key) {
@@ -203,9 +196,9 @@ TEST(Batch, WriteWithoutACompleteSessionIsInvalidArgument) {
   const int64_t now = absl::ToUnixMicros(absl::Now());
   pb::KvRequest no_session = MakePut("k", "v", rsm::pb::SessionRef());
   no_session.mutable_put()->clear_session();
-  for (const pb::KvRequest& req :
-       {MakePut("k", "v", Session(0, now, 1)), MakePut("k", "v", Session(7, 0, 1)),
-        MakePut("k", "v", Session(7, now, 0)), no_session}) {
+  for (const pb::KvRequest& req : {MakePut("k", "v", rsm::MakeSessionRef(0, now, 1)),
+                                   MakePut("k", "v", rsm::MakeSessionRef(7, 0, 1)),
+                                   MakePut("k", "v", rsm::MakeSessionRef(7, now, 0)), no_session}) {
     auto resp = SendOne(cluster.endpoints()[0], req);
     ASSERT_TRUE(resp.has_value());
     EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kInvalidArgument)
@@ -225,7 +218,8 @@ TEST(Batch, RequestWithoutAnOperationIsInvalidArgument) {
 TEST(Batch, SessionCreatedFarAheadOfTheLeadersClockIsInvalidArgument) {
   ProcessCluster& cluster = HealthyCluster();  // --max-clock-skew: 10 minutes
   const int64_t in_an_hour = absl::ToUnixMicros(absl::Now() + absl::Hours(1));
-  auto resp = SendToLeader(cluster, MakePut("future", "v", Session(0xF07, in_an_hour, 1)));
+  auto resp =
+      SendToLeader(cluster, MakePut("future", "v", rsm::MakeSessionRef(0xF07, in_an_hour, 1)));
   ASSERT_TRUE(resp.has_value());
   EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kInvalidArgument) << resp->status().message();
   auto get = SendToLeader(cluster, MakeGet("future"));
@@ -241,7 +235,8 @@ TEST(Batch, WriteOfAnUnknownSessionAtOrBelowTheWatermarkIsAborted) {
   ProcessCluster cluster(kKvServer, 1, flags);
   ASSERT_TRUE(cluster.WaitAllHealthy().ok());
   const int64_t first_created = absl::ToUnixMicros(absl::Now()) - 1000;
-  auto first = SendToLeader(cluster, MakePut("first", "1", Session(0xA1, first_created, 1)));
+  auto first =
+      SendToLeader(cluster, MakePut("first", "1", rsm::MakeSessionRef(0xA1, first_created, 1)));
   ASSERT_TRUE(first.has_value());
   ASSERT_EQ(CodeOf(*first), absl::StatusCode::kOk) << first->status().message();
   auto second = SendToLeader(cluster, MakePut("second", "2", NewSession(0xB2)));
@@ -250,7 +245,8 @@ TEST(Batch, WriteOfAnUnknownSessionAtOrBelowTheWatermarkIsAborted) {
 
   // A session never seen, created when the forgotten one was: refused even
   // at sequence 1, with the watermark for the client's next session.
-  auto resp = SendToLeader(cluster, MakePut("unknown", "v", Session(0xC3, first_created, 1)));
+  auto resp =
+      SendToLeader(cluster, MakePut("unknown", "v", rsm::MakeSessionRef(0xC3, first_created, 1)));
   ASSERT_TRUE(resp.has_value());
   EXPECT_EQ(CodeOf(*resp), absl::StatusCode::kAborted) << resp->status().message();
   EXPECT_EQ(resp->status().session_watermark_unix_micros(), first_created);

@@ -52,47 +52,17 @@ std::unique_ptr<Clerk> Cluster::MakeClerk(std::vector<int> servers) {
 // ---------------------------------------------------------------------------
 
 // KvRequests through the simulated network to the server's own request path.
-class Clerk::Transport final : public client::KvTransport {
+class Clerk::Transport final {
  public:
+  using Link = rsm::testing::LinkTransport<client::KvTransport, pb::KvRequest, pb::KvResponse>;
   Transport(Cluster* cluster, std::vector<int> servers, uint64_t seed)
-      : link_(cluster, std::move(servers), seed) {}
-
-  rsm::testing::ClientLink& link() { return link_; }
-
-  const std::vector<std::string>& endpoints() const override { return link_.endpoints(); }
-  void Probe(size_t i, absl::Time deadline,
-             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
-    link_.Probe(i, deadline, std::move(done));
-  }
-  void RunAt(absl::Time when, std::function<void()> fn) override {
-    link_.RunAt(when, std::move(fn));
-  }
-
-  void Send(size_t i, pb::KvRequest request, absl::Time deadline,
-            std::function<void(pb::KvResponse)> done) override {
-    link_.Call<pb::KvResponse>(
-        i,
-        [request = std::move(request), deadline](const rsm::testing::Replica* r,
-                                                 std::function<void(pb::KvResponse)> reply) {
-          if (r == nullptr) {
-            pb::KvResponse down;
-            down.mutable_status()->set_code(static_cast<int>(absl::StatusCode::kUnavailable));
-            down.mutable_status()->set_message("replica down");
-            return reply(std::move(down));
-          }
-          HandleKvRequest(*r->context, KvServiceOptions(), request, deadline, std::move(reply));
-        },
-        [done = std::move(done)](std::optional<pb::KvResponse> resp) {
-          if (resp.has_value()) return done(std::move(*resp));
-          pb::KvResponse lost;
-          lost.mutable_status()->set_code(static_cast<int>(absl::StatusCode::kUnavailable));
-          lost.mutable_status()->set_message("call lost");
-          done(std::move(lost));
-        });
-  }
-
- private:
-  rsm::testing::ClientLink link_;
+      : net(cluster, std::move(servers), seed,
+            [](const rsm::ReplicaContext& replica, pb::KvRequest request, absl::Time deadline,
+               std::function<void(pb::KvResponse)> done) {
+              HandleKvRequest(replica, KvServiceOptions(), std::move(request), deadline,
+                              std::move(done));
+            }) {}
+  Link net;
 };
 
 Clerk::Clerk(Cluster* cluster, int64_t label, std::vector<int> servers, uint64_t seed)
@@ -107,37 +77,21 @@ Clerk::Clerk(Cluster* cluster, int64_t label, std::vector<int> servers, uint64_t
   retry.initial_backoff = absl::Milliseconds(5);
   retry.max_backoff = absl::Milliseconds(50);
   client_ = std::make_unique<client::KvClient>(
-      transport_.get(), std::make_shared<client::LeaderCache>(transport_->endpoints()), retry);
+      &transport_->net, std::make_shared<client::LeaderCache>(transport_->net.endpoints()), retry);
 }
 
 Clerk::~Clerk() = default;
 
 void Clerk::ConnectTo(std::vector<int> servers) {
-  transport_->link().ConnectTo(std::move(servers));
+  transport_->net.link().ConnectTo(std::move(servers));
 }
 
 client::SessionState Clerk::session() const { return client_->session(); }
 
-namespace {
-
-template <typename T>
-T Await(const std::function<void(std::function<void(T)>)>& start) {
-  T result;
-  absl::Notification done;
-  start([&](T r) {
-    result = std::move(r);
-    done.Notify();
-  });
-  done.WaitForNotification();
-  return result;
-}
-
-}  // namespace
-
 absl::Status Clerk::Put(const std::string& key, const std::string& value) {
   lincheck::HistoryRecorder& history = cluster_->history();
   auto h = history.Begin(label_, lincheck::OpKind::kPut, key, value);
-  absl::Status st = Await<absl::Status>(
+  absl::Status st = client::Await<absl::Status>(
       [&](std::function<void(absl::Status)> cb) { client_->Put(key, value, std::move(cb)); });
   // On failure the outcome stays unknown in the history (no End).
   if (st.ok()) history.End(h);
@@ -147,7 +101,7 @@ absl::Status Clerk::Put(const std::string& key, const std::string& value) {
 absl::Status Clerk::Append(const std::string& key, const std::string& value) {
   lincheck::HistoryRecorder& history = cluster_->history();
   auto h = history.Begin(label_, lincheck::OpKind::kAppend, key, value);
-  absl::Status st = Await<absl::Status>(
+  absl::Status st = client::Await<absl::Status>(
       [&](std::function<void(absl::Status)> cb) { client_->Append(key, value, std::move(cb)); });
   if (st.ok()) history.End(h);
   return st;
@@ -156,7 +110,7 @@ absl::Status Clerk::Append(const std::string& key, const std::string& value) {
 absl::StatusOr<std::string> Clerk::Get(const std::string& key) {
   lincheck::HistoryRecorder& history = cluster_->history();
   auto h = history.Begin(label_, lincheck::OpKind::kGet, key);
-  absl::StatusOr<client::GetResult> r = Await<absl::StatusOr<client::GetResult>>(
+  absl::StatusOr<client::GetResult> r = client::Await<absl::StatusOr<client::GetResult>>(
       [&](std::function<void(absl::StatusOr<client::GetResult>)> cb) {
         client_->Get(key, std::move(cb));
       });

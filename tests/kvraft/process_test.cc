@@ -18,15 +18,20 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/files.h"
 #include "common/subprocess.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/kv.grpc.pb.h"
+#include "raft/rsm/session_table.h"
 #include "tests/kvraft/process_cluster.h"
 #include "tests/lincheck/linearizability.h"
 
 namespace ds::kv {
 namespace {
+
+// A file's contents, "" if it cannot be read (logs and outputs in messages).
+std::string ReadLog(const std::string& path) { return common::ReadWholeFile(path).value_or(""); }
 
 using lincheck::HistoryRecorder;
 using lincheck::OpKind;
@@ -37,18 +42,6 @@ using testing::ProcessCluster;
 // Raft timing for tests: elections within about a second.
 const std::vector<std::string> kFastRaft = {"--tick-interval=50ms", "--election-ticks=10",
                                             "--log-level=warn"};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Tail(const std::string& path) {
-  std::string s = ReadFile(path);
-  return s.size() > 3000 ? s.substr(s.size() - 3000) : s;
-}
 
 // Clients doing random Put/Append/Get on a few keys, recording the history.
 // Appends carry unique tokens "c<client>.<n>;" so duplicates and losses show.
@@ -150,7 +143,7 @@ TEST(KvraftProcess, LeaderKilledInALoop) {
   absl::SleepFor(absl::Seconds(1));
   w.Stop();
   EXPECT_GT(w.acknowledged(), 50) << "the cluster made too little progress; logs:\n"
-                                  << Tail(cluster.log_path(0));
+                                  << cluster.LogTail(0);
   CheckHistory(w, cluster);
   CheckAppends(w, cluster);
 }
@@ -228,7 +221,7 @@ TEST(KvraftProcess, SnapshotsBoundTheLogAndCatchUpARestartedReplica) {
     if (applied >= leader_status->commit_index()) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
-  EXPECT_GE(applied, leader_status->commit_index()) << Tail(cluster.log_path(lagging));
+  EXPECT_GE(applied, leader_status->commit_index()) << cluster.LogTail(lagging);
 }
 
 TEST(KvraftProcess, GracefulShutdownOnSigterm) {
@@ -311,8 +304,8 @@ TEST(KvraftProcess, OneShotKvctlPutCostsOneLogEntry) {
     ASSERT_TRUE(kvctl.ok()) << kvctl.status();
     const std::optional<int> exit_status = (*kvctl)->WaitFor(absl::Seconds(40));
     ASSERT_TRUE(exit_status.has_value()) << "kvctl did not finish";
-    ASSERT_EQ(*exit_status, 0) << ReadFile(out);
-    EXPECT_NE(ReadFile(out).find("OK"), std::string::npos) << ReadFile(out);
+    ASSERT_EQ(*exit_status, 0) << ReadLog(out);
+    EXPECT_NE(ReadLog(out).find("OK"), std::string::npos) << ReadLog(out);
 
     std::optional<QuietGroup> after = WaitQuiet(cluster, absl::Seconds(20));
     ASSERT_TRUE(after.has_value()) << "the group never became quiet again";
@@ -328,14 +321,6 @@ TEST(KvraftProcess, OneShotKvctlPutCostsOneLogEntry) {
     EXPECT_EQ(read->value, "one-entry");
   }
   EXPECT_TRUE(measured) << "every attempt crossed a leader election";
-}
-
-rsm::pb::SessionRef Session(uint64_t client_id, int64_t created_unix_micros, uint64_t sequence) {
-  rsm::pb::SessionRef ref;
-  ref.set_client_id(client_id);
-  ref.set_created_unix_micros(created_unix_micros);
-  ref.set_sequence(sequence);
-  return ref;
 }
 
 // One unary call's outcome as the wire carried it.
@@ -453,13 +438,15 @@ TEST(KvraftProcess, MaxSessionsBoundsTheTableByEvictingTheLeastRecentlyUsed) {
   const int64_t now = absl::ToUnixMicros(absl::Now());
   const uint64_t a = 0xA000'0001, b = 0xB000'0002, c = 0xC000'0003;
   const int64_t a_created = now - 3000, b_created = now - 2000, c_created = now - 1000;
-  ASSERT_EQ(Append(cluster, Session(a, a_created, 1), "lru-a", "a1;").code, grpc::StatusCode::OK);
-  const rsm::pb::SessionRef a_latest = Session(a, a_created, 2);
+  ASSERT_EQ(Append(cluster, rsm::MakeSessionRef(a, a_created, 1), "lru-a", "a1;").code,
+            grpc::StatusCode::OK);
+  const rsm::pb::SessionRef a_latest = rsm::MakeSessionRef(a, a_created, 2);
   ASSERT_EQ(Append(cluster, a_latest, "lru-a", "a2;").code, grpc::StatusCode::OK);
-  const rsm::pb::SessionRef b_latest = Session(b, b_created, 1);
+  const rsm::pb::SessionRef b_latest = rsm::MakeSessionRef(b, b_created, 1);
   ASSERT_EQ(Append(cluster, b_latest, "lru-b", "b1;").code, grpc::StatusCode::OK);
   // A third session: the table evicts A, the least recently used.
-  ASSERT_EQ(Append(cluster, Session(c, c_created, 1), "lru-c", "c1;").code, grpc::StatusCode::OK);
+  ASSERT_EQ(Append(cluster, rsm::MakeSessionRef(c, c_created, 1), "lru-c", "c1;").code,
+            grpc::StatusCode::OK);
 
   // A's latest command again (a retry): its session is gone, so its outcome
   // cannot be told; refused, with the watermark for the client's next session.
@@ -487,15 +474,16 @@ TEST(KvraftProcess, UnknownSessionCreatedAtOrBeforeTheWatermarkIsRefusedEvenAtSe
   ProcessCluster cluster(kKvServer, 3, WithFlags({"--max-sessions=1"}));
   ASSERT_TRUE(cluster.WaitAllHealthy().ok());
   const int64_t a_created = absl::ToUnixMicros(absl::Now()) - 2000;
-  ASSERT_EQ(Put(cluster, Session(0xA1, a_created, 1), "wm-a", "a").code, grpc::StatusCode::OK);
+  ASSERT_EQ(Put(cluster, rsm::MakeSessionRef(0xA1, a_created, 1), "wm-a", "a").code,
+            grpc::StatusCode::OK);
   // B's session evicts A's: the watermark is now A's creation time.
-  ASSERT_EQ(Put(cluster, Session(0xB2, a_created + 1000, 1), "wm-b", "b").code,
+  ASSERT_EQ(Put(cluster, rsm::MakeSessionRef(0xB2, a_created + 1000, 1), "wm-b", "b").code,
             grpc::StatusCode::OK);
 
   // Sessions the servers never saw, created at and before the watermark: the
   // first command of a session forgotten since looks just like them.
   for (const int64_t created : {a_created, a_created - 1000}) {
-    const WireReply r = Put(cluster, Session(0xD3, created, 1), "wm-d", "d");
+    const WireReply r = Put(cluster, rsm::MakeSessionRef(0xD3, created, 1), "wm-d", "d");
     EXPECT_EQ(r.code, grpc::StatusCode::ABORTED) << "created " << created << ": " << r.message;
     EXPECT_EQ(r.session_watermark, a_created);
   }
@@ -503,7 +491,7 @@ TEST(KvraftProcess, UnknownSessionCreatedAtOrBeforeTheWatermarkIsRefusedEvenAtSe
 
   // A session created after the watermark is new.
   const WireReply fresh =
-      Put(cluster, Session(0xE4, absl::ToUnixMicros(absl::Now()), 1), "wm-e", "e");
+      Put(cluster, rsm::MakeSessionRef(0xE4, absl::ToUnixMicros(absl::Now()), 1), "wm-e", "e");
   EXPECT_EQ(fresh.code, grpc::StatusCode::OK) << fresh.message;
   EXPECT_EQ(Read(cluster, "wm-e"), "e");
 }
@@ -513,10 +501,10 @@ TEST(KvraftProcess, SessionsAndTheWatermarkSurviveARestartFromASnapshot) {
                          WithFlags({"--max-sessions=1", "--snapshot-threshold-bytes=4000"}));
   ASSERT_TRUE(cluster.WaitAllHealthy().ok());
   const int64_t a_created = absl::ToUnixMicros(absl::Now()) - 2000;
-  const rsm::pb::SessionRef a1 = Session(0xA1, a_created, 1);
+  const rsm::pb::SessionRef a1 = rsm::MakeSessionRef(0xA1, a_created, 1);
   ASSERT_EQ(Append(cluster, a1, "snap-a", "a;").code, grpc::StatusCode::OK);
   // B's session evicts A's; B's writes fill the log past the snapshot threshold.
-  rsm::pb::SessionRef b = Session(0xB2, a_created + 1000, 0);
+  rsm::pb::SessionRef b = rsm::MakeSessionRef(0xB2, a_created + 1000, 0);
   for (int i = 0; i < 40; ++i) {
     b.set_sequence(b.sequence() + 1);
     ASSERT_EQ(Append(cluster, b, "snap-b", absl::StrCat(std::string(200, 'x'), ";")).code,

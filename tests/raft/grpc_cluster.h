@@ -20,9 +20,9 @@
 #include "absl/time/time.h"
 #include "common/grpc_server.h"
 #include "common/net.h"
-#include "raft/transport/grpc_transport.h"
 #include "raft/node/node.h"
 #include "raft/storage/rocksdb_storage.h"
+#include "raft/transport/grpc_transport.h"
 
 namespace ds::raft::testing_util {
 

@@ -4,10 +4,10 @@
 
 #include "gtest/gtest.h"
 #include "raft/core/log.h"
-#include "raft/storage/memory_storage.h"
 #include "raft/core/progress.h"
 #include "raft/core/quorum.h"
 #include "raft/core/rng.h"
+#include "raft/storage/memory_storage.h"
 
 namespace ds::raft {
 namespace {

@@ -6,8 +6,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "raft/storage/memory_storage.h"
 #include "raft/node/node.h"
+#include "raft/storage/memory_storage.h"
 
 namespace ds::raft {
 namespace {

@@ -12,8 +12,8 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
-#include "raft/storage/memory_storage.h"
 #include "raft/rsm/rsm.h"
+#include "raft/storage/memory_storage.h"
 
 namespace ds::raft {
 namespace {

@@ -207,17 +207,69 @@ void ClientLink::Call(size_t i,
     // while its answer is on the way.
     auto reply = [state, i, replica, done = std::move(done)](Answer answer) mutable {
       Network::Leg leg = state->group->net().ClientLeg();
-      state->group->timer().RunAt(
-          absl::Now() + leg.delay,
-          [state, i, lost = leg.lost, answer = std::move(answer), done = std::move(done)]() mutable {
-            // The server acted, but the client may never hear of it.
-            if (lost || !state->Reachable(i)) return done(std::nullopt);
-            done(std::move(answer));
-          });
+      state->group->timer().RunAt(absl::Now() + leg.delay,
+                                  [state, i, lost = leg.lost, answer = std::move(answer),
+                                   done = std::move(done)]() mutable {
+                                    // The server acted, but the client may never hear of it.
+                                    if (lost || !state->Reachable(i)) return done(std::nullopt);
+                                    done(std::move(answer));
+                                  });
     };
     serve(replica.get(), std::move(reply));
   });
 }
+
+// A service's client transport over a ClientLink: Base is the service's
+// transport interface (client::KvTransport, client::CtrlTransport), whose
+// Send(replica, Request, deadline, callback) this implements by running
+// `handle` (the server's own request path, e.g. kv::HandleKvRequest) on the
+// replica through the simulated network. A replica that is down answers
+// UNAVAILABLE; a lost call ends UNAVAILABLE too.
+template <typename Base, typename Request, typename Response>
+class LinkTransport final : public Base {
+ public:
+  using HandleFn = std::function<void(const ReplicaContext& replica, Request request,
+                                      absl::Time deadline, std::function<void(Response)> done)>;
+
+  LinkTransport(ReplicaGroup* group, std::vector<int> servers, uint64_t seed, HandleFn handle)
+      : link_(group, std::move(servers), seed), handle_(std::move(handle)) {}
+
+  ClientLink& link() { return link_; }
+
+  const std::vector<std::string>& endpoints() const override { return link_.endpoints(); }
+  void Probe(size_t i, absl::Time deadline,
+             std::function<void(absl::StatusOr<pb::StatusResponse>)> done) override {
+    link_.Probe(i, deadline, std::move(done));
+  }
+  void RunAt(absl::Time when, std::function<void()> fn) override {
+    link_.RunAt(when, std::move(fn));
+  }
+
+  void Send(size_t i, Request request, absl::Time deadline,
+            std::function<void(Response)> done) override {
+    link_.Call<Response>(
+        i,
+        [handle = handle_, request = std::move(request), deadline](
+            const Replica* r, std::function<void(Response)> reply) {
+          if (r == nullptr) return reply(Unavailable("replica down"));
+          handle(*r->context, request, deadline, std::move(reply));
+        },
+        [done = std::move(done)](std::optional<Response> resp) {
+          done(resp.has_value() ? std::move(*resp) : Unavailable("call lost"));
+        });
+  }
+
+ private:
+  static Response Unavailable(const char* why) {
+    Response r;
+    r.mutable_status()->set_code(static_cast<int>(absl::StatusCode::kUnavailable));
+    r.mutable_status()->set_message(why);
+    return r;
+  }
+
+  ClientLink link_;
+  const HandleFn handle_;
+};
 
 // Seed for a test: DSTACK_TEST_SEED (or the older DSTACK_LAB3_SEED) if set,
 // else a hash of `name`.

@@ -78,14 +78,6 @@ class LogApp final : public Application {
 // A wall-clock-like time for proposal and creation times.
 constexpr int64_t kT0 = 1'700'000'000'000'000;
 
-pb::SessionRef Ref(uint64_t client_id, int64_t created_unix_micros, uint64_t sequence) {
-  pb::SessionRef ref;
-  ref.set_client_id(client_id);
-  ref.set_created_unix_micros(created_unix_micros);
-  ref.set_sequence(sequence);
-  return ref;
-}
-
 // An application under a SessionStateMachine, fed entries at consecutive
 // indexes as the Rsm does.
 class Machine {
@@ -118,7 +110,7 @@ class Machine {
 
 TEST(SessionStateMachine, FirstCommandOpensItsSessionInTheSameEntry) {
   Machine m;
-  const pb::SessionRef ref = Ref(7, kT0, 1);
+  const pb::SessionRef ref = MakeSessionRef(7, kT0, 1);
   absl::StatusOr<std::string> r = m.Command(ref, "+a");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(*r, "1");
@@ -133,9 +125,9 @@ TEST(SessionStateMachine, FirstCommandOpensItsSessionInTheSameEntry) {
 
 TEST(SessionStateMachine, RetriedCommandGetsTheCachedResultAndIsNotAppliedAgain) {
   Machine m;
-  const pb::SessionRef a1 = Ref(1, kT0, 1);
+  const pb::SessionRef a1 = MakeSessionRef(1, kT0, 1);
   ASSERT_EQ(*m.Command(a1, "+x"), "1");
-  ASSERT_EQ(*m.Command(Ref(2, kT0, 1), "+y"), "2");
+  ASSERT_EQ(*m.Command(MakeSessionRef(2, kT0, 1), "+y"), "2");
   // The same entry committed again (the client retried after a leader change):
   // applying it again would answer "3".
   absl::StatusOr<std::string> retry = m.Command(a1, "+x");
@@ -143,14 +135,15 @@ TEST(SessionStateMachine, RetriedCommandGetsTheCachedResultAndIsNotAppliedAgain)
   EXPECT_EQ(*retry, "1");
   EXPECT_EQ(m.app().log(), (std::vector<std::string>{"x", "y"}));
   EXPECT_EQ(m.app().calls(), 2);
-  EXPECT_EQ(*m.Command(Ref(1, kT0, 2), "+z"), "3");
+  EXPECT_EQ(*m.Command(MakeSessionRef(1, kT0, 2), "+z"), "3");
 }
 
 TEST(SessionStateMachine, OlderCommandOfASessionIsAlreadyExistsAndNotApplied) {
   Machine m;
-  ASSERT_TRUE(m.Command(Ref(1, kT0, 1), "+1").ok());
-  ASSERT_TRUE(m.Command(Ref(1, kT0, 2), "+2").ok());
-  EXPECT_EQ(m.Command(Ref(1, kT0, 1), "+1").status().code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(m.Command(MakeSessionRef(1, kT0, 1), "+1").ok());
+  ASSERT_TRUE(m.Command(MakeSessionRef(1, kT0, 2), "+2").ok());
+  EXPECT_EQ(m.Command(MakeSessionRef(1, kT0, 1), "+1").status().code(),
+            absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(m.app().log(), (std::vector<std::string>{"1", "2"}));
 }
 
@@ -166,11 +159,11 @@ TEST(SessionStateMachine, SessionlessCommandIsAppliedWithoutDeduplication) {
 
 TEST(SessionStateMachine, SessionIdleLongerThanTheTtlOnTheLogicalClockIsAborted) {
   Machine m({.session_ttl = absl::Seconds(10)});
-  const pb::SessionRef a1 = Ref(1, kT0 - 5, 1);
+  const pb::SessionRef a1 = MakeSessionRef(1, kT0 - 5, 1);
   ASSERT_TRUE(m.Command(a1, "+a", kT0).ok());
   // Another client's command, proposed 11 s later, moves the logical clock
   // past A's TTL; no wall clock is involved.
-  ASSERT_TRUE(m.Command(Ref(2, kT0 + 1, 1), "+b", kT0 + 11'000'000).ok());
+  ASSERT_TRUE(m.Command(MakeSessionRef(2, kT0 + 1, 1), "+b", kT0 + 11'000'000).ok());
   EXPECT_EQ(m.sm().session_count(), 1);
   EXPECT_EQ(m.sm().sessions().watermark_unix_micros(), kT0 - 5);
 
@@ -179,7 +172,7 @@ TEST(SessionStateMachine, SessionIdleLongerThanTheTtlOnTheLogicalClockIsAborted)
   EXPECT_EQ(retry.status().code(), absl::StatusCode::kAborted);
   EXPECT_EQ(SessionWatermark(retry.status()), kT0 - 5);
   // So is its next command: the session is gone.
-  EXPECT_EQ(m.Command(Ref(1, kT0 - 5, 2), "+a2", kT0 + 11'000'000).status().code(),
+  EXPECT_EQ(m.Command(MakeSessionRef(1, kT0 - 5, 2), "+a2", kT0 + 11'000'000).status().code(),
             absl::StatusCode::kAborted);
   EXPECT_EQ(m.app().log(), (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(m.sm().session_count(), 1);
@@ -187,44 +180,47 @@ TEST(SessionStateMachine, SessionIdleLongerThanTheTtlOnTheLogicalClockIsAborted)
 
 TEST(SessionStateMachine, ExpiryUsesTheClockOfTheEntryBeingApplied) {
   Machine m({.session_ttl = absl::Seconds(10)});
-  ASSERT_TRUE(m.Command(Ref(1, kT0, 1), "+a", kT0).ok());
+  ASSERT_TRUE(m.Command(MakeSessionRef(1, kT0, 1), "+a", kT0).ok());
   // The session's own next command, proposed after more than the TTL: the
   // clock advances first, so the session is forgotten before it is checked.
-  absl::StatusOr<std::string> late = m.Command(Ref(1, kT0, 2), "+b", kT0 + 10'000'001);
+  absl::StatusOr<std::string> late = m.Command(MakeSessionRef(1, kT0, 2), "+b", kT0 + 10'000'001);
   EXPECT_EQ(late.status().code(), absl::StatusCode::kAborted);
   EXPECT_EQ(SessionWatermark(late.status()), kT0);
   // Exactly the TTL later is still in time.
   Machine n({.session_ttl = absl::Seconds(10)});
-  ASSERT_TRUE(n.Command(Ref(1, kT0, 1), "+a", kT0).ok());
-  EXPECT_TRUE(n.Command(Ref(1, kT0, 2), "+b", kT0 + 10'000'000).ok());
+  ASSERT_TRUE(n.Command(MakeSessionRef(1, kT0, 1), "+a", kT0).ok());
+  EXPECT_TRUE(n.Command(MakeSessionRef(1, kT0, 2), "+b", kT0 + 10'000'000).ok());
 }
 
 TEST(SessionStateMachine, EvictedSessionIsAbortedWithTheWatermark) {
   Machine m({.max_sessions = 2});
-  const pb::SessionRef a1 = Ref(1, kT0 - 300, 1);
+  const pb::SessionRef a1 = MakeSessionRef(1, kT0 - 300, 1);
   ASSERT_TRUE(m.Command(a1, "+a").ok());
-  ASSERT_TRUE(m.Command(Ref(2, kT0 - 200, 1), "+b").ok());
-  ASSERT_TRUE(m.Command(Ref(3, kT0 - 100, 1), "+c").ok());  // evicts A (least recent)
+  ASSERT_TRUE(m.Command(MakeSessionRef(2, kT0 - 200, 1), "+b").ok());
+  ASSERT_TRUE(m.Command(MakeSessionRef(3, kT0 - 100, 1), "+c").ok());  // evicts A (least recent)
   EXPECT_EQ(m.sm().session_count(), 2);
   absl::StatusOr<std::string> retry = m.Command(a1, "+a");
   EXPECT_EQ(retry.status().code(), absl::StatusCode::kAborted);
   EXPECT_EQ(SessionWatermark(retry.status()), kT0 - 300);
   EXPECT_EQ(m.app().log(), (std::vector<std::string>{"a", "b", "c"}));
   // B is still there: its retry is answered from the cache.
-  EXPECT_EQ(*m.Command(Ref(2, kT0 - 200, 1), "+b"), "2");
+  EXPECT_EQ(*m.Command(MakeSessionRef(2, kT0 - 200, 1), "+b"), "2");
 }
 
 TEST(SessionStateMachine, UnknownSessionAtOrBelowTheWatermarkIsAbortedEvenAtSequenceOne) {
   Machine m({.max_sessions = 1});
-  ASSERT_TRUE(m.Command(Ref(1, kT0 - 300, 1), "+a").ok());
-  ASSERT_TRUE(m.Command(Ref(2, kT0 - 200, 1), "+b").ok());  // evicts 1: watermark kT0 - 300
+  ASSERT_TRUE(m.Command(MakeSessionRef(1, kT0 - 300, 1), "+a").ok());
+  ASSERT_TRUE(
+      m.Command(MakeSessionRef(2, kT0 - 200, 1), "+b").ok());  // evicts 1: watermark kT0 - 300
   ASSERT_EQ(m.sm().sessions().watermark_unix_micros(), kT0 - 300);
   // Ids never seen, created at or before the watermark.
-  EXPECT_EQ(m.Command(Ref(9, kT0 - 300, 1), "+x").status().code(), absl::StatusCode::kAborted);
-  EXPECT_EQ(m.Command(Ref(9, kT0 - 301, 1), "+x").status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(m.Command(MakeSessionRef(9, kT0 - 300, 1), "+x").status().code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(m.Command(MakeSessionRef(9, kT0 - 301, 1), "+x").status().code(),
+            absl::StatusCode::kAborted);
   EXPECT_EQ(m.app().log().size(), 2u);
   // A session created after the watermark is new and accepted.
-  absl::StatusOr<std::string> fresh = m.Command(Ref(9, kT0 - 299, 1), "+x");
+  absl::StatusOr<std::string> fresh = m.Command(MakeSessionRef(9, kT0 - 299, 1), "+x");
   ASSERT_TRUE(fresh.ok()) << fresh.status();
   EXPECT_EQ(*fresh, "3");
 }
@@ -233,7 +229,7 @@ TEST(SessionStateMachine, UnknownSessionAtOrBelowTheWatermarkIsAbortedEvenAtSequ
 
 TEST(SessionStateMachine, ApplicationErrorOpensNoSessionAndTheRetryIsEvaluatedAgain) {
   Machine m;
-  const pb::SessionRef a1 = Ref(1, kT0, 1);
+  const pb::SessionRef a1 = MakeSessionRef(1, kT0, 1);
   EXPECT_EQ(m.Command(a1, "?1").status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(m.sm().session_count(), 0) << "a failed first command opened its session";
   ASSERT_TRUE(m.Sessionless("+x").ok());
@@ -246,19 +242,20 @@ TEST(SessionStateMachine, ApplicationErrorOpensNoSessionAndTheRetryIsEvaluatedAg
 
 TEST(SessionStateMachine, ApplicationErrorOfAKnownSessionRecordsNothing) {
   Machine m;
-  ASSERT_EQ(*m.Command(Ref(1, kT0, 1), "+a"), "1");
-  EXPECT_EQ(m.Command(Ref(1, kT0, 2), "?5").status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(*m.Command(MakeSessionRef(1, kT0, 1), "+a"), "1");
+  EXPECT_EQ(m.Command(MakeSessionRef(1, kT0, 2), "?5").status().code(),
+            absl::StatusCode::kFailedPrecondition);
   // Sequence 1 is still the latest: its cached answer, and 2 is still new.
-  EXPECT_EQ(*m.Command(Ref(1, kT0, 1), "+a"), "1");
-  EXPECT_EQ(m.sm().sessions().Check(Ref(1, kT0, 2)), SessionTable::Verdict::kNew);
-  EXPECT_EQ(*m.Command(Ref(1, kT0, 2), "+b"), "2");
+  EXPECT_EQ(*m.Command(MakeSessionRef(1, kT0, 1), "+a"), "1");
+  EXPECT_EQ(m.sm().sessions().Check(MakeSessionRef(1, kT0, 2)), SessionTable::Verdict::kNew);
+  EXPECT_EQ(*m.Command(MakeSessionRef(1, kT0, 2), "+b"), "2");
 }
 
 // ---- explicit open (Register) ----
 
 TEST(SessionStateMachine, OpenOnlyOpensTheSessionAndIsIdempotent) {
   Machine m;
-  const pb::SessionRef ref = Ref(1, kT0, 0);
+  const pb::SessionRef ref = MakeSessionRef(1, kT0, 0);
   absl::StatusOr<std::string> open = m.Open(ref);
   ASSERT_TRUE(open.ok()) << open.status();
   EXPECT_EQ(m.sm().session_count(), 1);
@@ -266,18 +263,18 @@ TEST(SessionStateMachine, OpenOnlyOpensTheSessionAndIsIdempotent) {
   EXPECT_TRUE(m.Open(ref).ok());
   EXPECT_EQ(m.sm().session_count(), 1);
 
-  ASSERT_EQ(*m.Command(Ref(1, kT0, 1), "+a"), "1");
+  ASSERT_EQ(*m.Command(MakeSessionRef(1, kT0, 1), "+a"), "1");
   // Opening a session that has applied commands changes nothing.
   EXPECT_TRUE(m.Open(ref).ok());
-  EXPECT_EQ(*m.Command(Ref(1, kT0, 1), "+a"), "1");
+  EXPECT_EQ(*m.Command(MakeSessionRef(1, kT0, 1), "+a"), "1");
   EXPECT_EQ(m.app().calls(), 1);
 }
 
 TEST(SessionStateMachine, OpenOnlyOfAForgottenSessionIsAborted) {
   Machine m({.max_sessions = 1});
-  ASSERT_TRUE(m.Open(Ref(1, kT0 - 100, 0)).ok());
-  ASSERT_TRUE(m.Open(Ref(2, kT0 - 50, 0)).ok());  // evicts 1
-  absl::StatusOr<std::string> reopen = m.Open(Ref(1, kT0 - 100, 0));
+  ASSERT_TRUE(m.Open(MakeSessionRef(1, kT0 - 100, 0)).ok());
+  ASSERT_TRUE(m.Open(MakeSessionRef(2, kT0 - 50, 0)).ok());  // evicts 1
+  absl::StatusOr<std::string> reopen = m.Open(MakeSessionRef(1, kT0 - 100, 0));
   EXPECT_EQ(reopen.status().code(), absl::StatusCode::kAborted);
   EXPECT_EQ(SessionWatermark(reopen.status()), kT0 - 100);
 }
@@ -296,14 +293,14 @@ TEST(SessionStateMachine, SessionCreatedTooFarInTheFutureIsInvalidArgument) {
   const int64_t skew = 10 * 60 * 1'000'000LL;
   // Created further ahead of the leader's clock than the skew allows:
   // forgotten later, it would push the watermark into the future.
-  EXPECT_EQ(m.Command(Ref(1, kT0 + skew + 1, 1), "+a", kT0).status().code(),
+  EXPECT_EQ(m.Command(MakeSessionRef(1, kT0 + skew + 1, 1), "+a", kT0).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(m.Open(Ref(2, kT0 + skew + 1, 0), kT0).status().code(),
+  EXPECT_EQ(m.Open(MakeSessionRef(2, kT0 + skew + 1, 0), kT0).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(m.sm().session_count(), 0);
   EXPECT_EQ(m.app().calls(), 0);
   // Exactly the skew ahead is accepted.
-  EXPECT_TRUE(m.Command(Ref(3, kT0 + skew, 1), "+a", kT0).ok());
+  EXPECT_TRUE(m.Command(MakeSessionRef(3, kT0 + skew, 1), "+a", kT0).ok());
   EXPECT_EQ(m.sm().session_count(), 1);
 }
 
@@ -334,9 +331,12 @@ TEST(SessionStateMachine, EmptyEntryOnlyAdvancesTheIndex) {
 TEST(SessionStateMachine, BadEntriesFailButAdvanceTheIndex) {
   Machine m;
   EXPECT_EQ(m.Apply("\xff\xff\xff").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(m.Command(Ref(0, kT0, 1), "+a").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(m.Command(Ref(1, 0, 1), "+a").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(m.Command(Ref(1, kT0, 0), "+a").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.Command(MakeSessionRef(0, kT0, 1), "+a").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.Command(MakeSessionRef(1, 0, 1), "+a").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m.Command(MakeSessionRef(1, kT0, 0), "+a").status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(m.sm().applied_index(), 4u);
   EXPECT_EQ(m.sm().session_count(), 0);
   EXPECT_EQ(m.app().calls(), 0);
@@ -358,10 +358,10 @@ TEST(SessionStateMachine, LogicalClockIsTheLatestProposalTime) {
 TEST(SessionStateMachine, SessionCountFollowsOpensExpiryAndEviction) {
   Machine m({.session_ttl = absl::Seconds(10), .max_sessions = 2});
   EXPECT_EQ(m.sm().session_count(), 0);
-  ASSERT_TRUE(m.Command(Ref(1, kT0, 1), "+a", kT0).ok());
-  ASSERT_TRUE(m.Open(Ref(2, kT0, 0), kT0).ok());
+  ASSERT_TRUE(m.Command(MakeSessionRef(1, kT0, 1), "+a", kT0).ok());
+  ASSERT_TRUE(m.Open(MakeSessionRef(2, kT0, 0), kT0).ok());
   EXPECT_EQ(m.sm().session_count(), 2);
-  ASSERT_TRUE(m.Command(Ref(3, kT0, 1), "+c", kT0).ok());  // evicts one
+  ASSERT_TRUE(m.Command(MakeSessionRef(3, kT0, 1), "+c", kT0).ok());  // evicts one
   EXPECT_EQ(m.sm().session_count(), 2);
   ASSERT_TRUE(m.Sessionless("+d", kT0 + 11'000'000).ok());  // expires both
   EXPECT_EQ(m.sm().session_count(), 0);
@@ -372,11 +372,11 @@ TEST(SessionStateMachine, SessionCountFollowsOpensExpiryAndEviction) {
 TEST(SessionStateMachine, SnapshotRestoreReproducesSessionsWatermarkClockIndexAndApp) {
   const SessionOptions options{.session_ttl = absl::Seconds(10), .max_sessions = 2};
   Machine m(options);
-  const pb::SessionRef a1 = Ref(1, kT0 - 300, 1);
+  const pb::SessionRef a1 = MakeSessionRef(1, kT0 - 300, 1);
   ASSERT_TRUE(m.Command(a1, "+a", kT0).ok());
-  ASSERT_TRUE(m.Command(Ref(2, kT0 - 200, 1), "+b", kT0 + 1000).ok());
-  ASSERT_TRUE(m.Command(Ref(3, kT0 - 100, 1), "+c", kT0 + 2000).ok());  // evicts 1
-  ASSERT_TRUE(m.Open(Ref(4, kT0 - 50, 0), kT0 + 3000).ok());            // evicts 2
+  ASSERT_TRUE(m.Command(MakeSessionRef(2, kT0 - 200, 1), "+b", kT0 + 1000).ok());
+  ASSERT_TRUE(m.Command(MakeSessionRef(3, kT0 - 100, 1), "+c", kT0 + 2000).ok());  // evicts 1
+  ASSERT_TRUE(m.Open(MakeSessionRef(4, kT0 - 50, 0), kT0 + 3000).ok());            // evicts 2
   const std::string snapshot = m.sm().Snapshot();
 
   Machine restored(options);
@@ -391,7 +391,7 @@ TEST(SessionStateMachine, SnapshotRestoreReproducesSessionsWatermarkClockIndexAn
   // retry is answered from it and a forgotten session is refused.
   EXPECT_EQ(restored.sm().Apply(EncodeCommand(nullptr, "+z", kT0), 4).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(*restored.Command(Ref(3, kT0 - 100, 1), "+c", kT0 + 3000), "3");
+  EXPECT_EQ(*restored.Command(MakeSessionRef(3, kT0 - 100, 1), "+c", kT0 + 3000), "3");
   EXPECT_EQ(restored.Command(a1, "+a", kT0 + 3000).status().code(), absl::StatusCode::kAborted);
   EXPECT_EQ(restored.app().log().size(), 3u);
 }
@@ -403,8 +403,9 @@ TEST(SessionStateMachine, IdenticalHistoriesGiveIdenticalSnapshots) {
   for (int i = 0; i < 200; ++i) {
     const uint64_t client = 1 + i % 7;
     const int64_t time = kT0 + 10'000 * i;
-    const pb::SessionRef ref = Ref(client, kT0 - 1000 + static_cast<int64_t>(client), 1 + i / 7);
-    if (i % 40 == 5) log.push_back(EncodeOpen(Ref(100 + i, time, 0), time));
+    const pb::SessionRef ref =
+        MakeSessionRef(client, kT0 - 1000 + static_cast<int64_t>(client), 1 + i / 7);
+    if (i % 40 == 5) log.push_back(EncodeOpen(MakeSessionRef(100 + i, time, 0), time));
     log.push_back(EncodeCommand(&ref, absl::StrCat("+", i), time));
     if (i % 13 == 0) log.push_back(log.back());  // a duplicated proposal
     if (i % 17 == 0) log.push_back("");          // a leader's no-op
@@ -432,7 +433,7 @@ TEST(SessionStateMachine, IdenticalHistoriesGiveIdenticalSnapshots) {
 
 TEST(SessionStateMachine, RestoreOfGarbageFailsAndLeavesTheStateUnchanged) {
   Machine m;
-  ASSERT_TRUE(m.Command(Ref(1, kT0, 1), "+a").ok());
+  ASSERT_TRUE(m.Command(MakeSessionRef(1, kT0, 1), "+a").ok());
   const std::string before = m.sm().Snapshot();
   const uint64_t header_length = [&] {
     uint64_t n = 0;
@@ -476,7 +477,7 @@ TEST(SessionStateMachine, RestoreOfGarbageFailsAndLeavesTheStateUnchanged) {
 TEST(SessionStateMachine, SessionWatermarkOfOtherErrorsIsZero) {
   EXPECT_EQ(SessionWatermark(absl::OkStatus()), 0);
   EXPECT_EQ(SessionWatermark(absl::AbortedError("no payload")), 0);
-  const absl::Status expired = SessionExpiredError(Ref(1, 5, 1), 42);
+  const absl::Status expired = SessionExpiredError(MakeSessionRef(1, 5, 1), 42);
   EXPECT_EQ(expired.code(), absl::StatusCode::kAborted);
   EXPECT_EQ(SessionWatermark(expired), 42);
 }

@@ -45,48 +45,18 @@ std::unique_ptr<Clerk> Cluster::MakeClerk(std::vector<int> servers) {
 // ---------------------------------------------------------------------------
 
 // CtrlRequests through the simulated network to the server's own request path.
-class Clerk::Transport final : public client::CtrlTransport {
+class Clerk::Transport final {
  public:
+  using Link =
+      rsm::testing::LinkTransport<client::CtrlTransport, pb::CtrlRequest, pb::CtrlResponse>;
   Transport(Cluster* cluster, std::vector<int> servers, uint64_t seed)
-      : service_(cluster->service()), link_(cluster, std::move(servers), seed) {}
-
-  rsm::testing::ClientLink& link() { return link_; }
-
-  const std::vector<std::string>& endpoints() const override { return link_.endpoints(); }
-  void Probe(size_t i, absl::Time deadline,
-             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
-    link_.Probe(i, deadline, std::move(done));
-  }
-  void RunAt(absl::Time when, std::function<void()> fn) override {
-    link_.RunAt(when, std::move(fn));
-  }
-
-  void Send(size_t i, pb::CtrlRequest request, absl::Time deadline,
-            std::function<void(pb::CtrlResponse)> done) override {
-    link_.Call<pb::CtrlResponse>(
-        i,
-        [service = service_, request = std::move(request), deadline](
-            const rsm::testing::Replica* r, std::function<void(pb::CtrlResponse)> reply) {
-          if (r == nullptr) {
-            pb::CtrlResponse down;
-            down.mutable_status()->set_code(static_cast<int>(absl::StatusCode::kUnavailable));
-            down.mutable_status()->set_message("replica down");
-            return reply(std::move(down));
-          }
-          HandleCtrlRequest(*r->context, service, request, deadline, std::move(reply));
-        },
-        [done = std::move(done)](std::optional<pb::CtrlResponse> resp) {
-          if (resp.has_value()) return done(std::move(*resp));
-          pb::CtrlResponse lost;
-          lost.mutable_status()->set_code(static_cast<int>(absl::StatusCode::kUnavailable));
-          lost.mutable_status()->set_message("call lost");
-          done(std::move(lost));
-        });
-  }
-
- private:
-  const CtrlServiceOptions service_;
-  rsm::testing::ClientLink link_;
+      : net(cluster, std::move(servers), seed,
+            [service = cluster->service()](const rsm::ReplicaContext& replica,
+                                           pb::CtrlRequest request, absl::Time deadline,
+                                           std::function<void(pb::CtrlResponse)> done) {
+              HandleCtrlRequest(replica, service, std::move(request), deadline, std::move(done));
+            }) {}
+  Link net;
 };
 
 Clerk::Clerk(Cluster* cluster, std::vector<int> servers, uint64_t seed)
@@ -99,53 +69,33 @@ Clerk::Clerk(Cluster* cluster, std::vector<int> servers, uint64_t seed)
   retry.initial_backoff = absl::Milliseconds(5);
   retry.max_backoff = absl::Milliseconds(50);
   client_ = std::make_unique<client::CtrlClient>(
-      transport_.get(), std::make_shared<client::LeaderCache>(transport_->endpoints()), retry);
+      &transport_->net, std::make_shared<client::LeaderCache>(transport_->net.endpoints()), retry);
 }
 
 Clerk::~Clerk() = default;
 
 void Clerk::ConnectTo(std::vector<int> servers) {
-  transport_->link().ConnectTo(std::move(servers));
+  transport_->net.link().ConnectTo(std::move(servers));
 }
-
-namespace {
-
-template <typename T>
-T Await(const std::function<void(std::function<void(T)>)>& start) {
-  std::optional<T> result;
-  absl::Notification done;
-  start([&](T r) {
-    result.emplace(std::move(r));
-    done.Notify();
-  });
-  done.WaitForNotification();
-  return *std::move(result);
-}
-
-}  // namespace
 
 absl::StatusOr<uint64_t> Clerk::Join(GroupServers groups) {
-  return Await<absl::StatusOr<uint64_t>>([&](std::function<void(absl::StatusOr<uint64_t>)> cb) {
-    client_->Join(std::move(groups), std::move(cb));
-  });
+  return client::Await<absl::StatusOr<uint64_t>>(
+      [&](auto cb) { client_->Join(std::move(groups), std::move(cb)); });
 }
 
 absl::StatusOr<uint64_t> Clerk::Leave(std::vector<uint64_t> gids) {
-  return Await<absl::StatusOr<uint64_t>>([&](std::function<void(absl::StatusOr<uint64_t>)> cb) {
-    client_->Leave(std::move(gids), std::move(cb));
-  });
+  return client::Await<absl::StatusOr<uint64_t>>(
+      [&](auto cb) { client_->Leave(std::move(gids), std::move(cb)); });
 }
 
 absl::StatusOr<uint64_t> Clerk::Move(uint32_t shard, uint64_t gid) {
-  return Await<absl::StatusOr<uint64_t>>([&](std::function<void(absl::StatusOr<uint64_t>)> cb) {
-    client_->Move(shard, gid, std::move(cb));
-  });
+  return client::Await<absl::StatusOr<uint64_t>>(
+      [&](auto cb) { client_->Move(shard, gid, std::move(cb)); });
 }
 
 absl::StatusOr<pb::Config> Clerk::Query(int64_t num) {
-  return Await<absl::StatusOr<pb::Config>>([&](std::function<void(absl::StatusOr<pb::Config>)> cb) {
-    client_->Query(num, std::move(cb));
-  });
+  return client::Await<absl::StatusOr<pb::Config>>(
+      [&](auto cb) { client_->Query(num, std::move(cb)); });
 }
 
 // ---------------------------------------------------------------------------

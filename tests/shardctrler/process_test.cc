@@ -34,6 +34,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/ctrl_client.h"
+#include "common/files.h"
 #include "common/subprocess.h"
 #include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
@@ -43,6 +44,9 @@
 
 namespace ds::ctrl {
 namespace {
+
+// A file's contents, "" if it cannot be read (logs and outputs in messages).
+std::string ReadLog(const std::string& path) { return common::ReadWholeFile(path).value_or(""); }
 
 using client::GroupServers;
 using ::ds::testing::ProcessCluster;
@@ -63,22 +67,10 @@ const std::vector<std::string> kFlags = {"--tick-interval=50ms", "--election-tic
 // CheckQuorum's leader stickiness does not stop it from voting.
 const std::vector<std::string> kNeverCampaign = {"--election-ticks=400"};
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string Tail(const std::string& path) {
-  std::string s = ReadFile(path);
-  return s.size() > 3000 ? s.substr(s.size() - 3000) : s;
-}
-
 std::string Logs(ProcessCluster& cluster) {
   std::string out;
   for (int i = 0; i < cluster.size(); ++i) {
-    absl::StrAppend(&out, "--- replica ", i + 1, " log tail:\n", Tail(cluster.log_path(i)), "\n");
+    absl::StrAppend(&out, "--- replica ", i + 1, " log tail:\n", cluster.LogTail(i), "\n");
   }
   return out;
 }
@@ -240,7 +232,7 @@ class Workload {
       return;
     }
     const std::optional<int> code = (*p)->WaitFor(absl::Seconds(60));
-    const std::string output = ReadFile(out);
+    const std::string output = ReadLog(out);
     std::filesystem::remove(out);
     op.error = absl::StrCat("kvctl exit ", code.value_or(-1), ": ", output);
     if (!code.has_value()) {
@@ -581,7 +573,7 @@ TEST(ShardCtrlerProcess, RestartWithAnotherShardCountIsRefused) {
   const std::optional<int> code = cluster.process(2)->WaitFor(absl::Seconds(30));
   ASSERT_TRUE(code.has_value()) << "started with --shards=12 over a 10-shard directory";
   EXPECT_EQ(*code, 2);
-  const std::string log = ReadFile(cluster.log_path(2));
+  const std::string log = ReadLog(cluster.log_path(2));
   EXPECT_NE(log.find("shards 10"), std::string::npos) << log;
   EXPECT_NE(log.find("shards 12"), std::string::npos) << log;
   EXPECT_NE(log.find("refusing to start"), std::string::npos) << log;

@@ -20,8 +20,8 @@
 #include "absl/status/status.h"
 #include "raft/core/core.h"
 #include "raft/core/invariants.h"
-#include "raft/storage/memory_storage.h"
 #include "raft/core/rng.h"
+#include "raft/storage/memory_storage.h"
 
 namespace ds::raft::sim {
 
