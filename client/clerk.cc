@@ -5,7 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/status.h"
-#include "proto/health.grpc.pb.h"
 
 namespace ds::client {
 
@@ -34,48 +33,42 @@ absl::Status ValidateClerkOptions(const ClerkOptions& options) {
   return absl::OkStatus();
 }
 
-// Unary KvService calls over one channel per replica, with the callback API.
-class Clerk::Transport final : public UnaryTransport<KvTransport, kv::pb::KvService> {
- public:
-  using UnaryTransport::UnaryTransport;
-
-  void Send(size_t i, KvRequest req, absl::Time deadline,
-            std::function<void(KvResponse)> done) override {
-    // The request and the response outlive the call.
-    auto call = std::make_shared<std::pair<KvRequest, KvResponse>>(std::move(req), KvResponse());
-    auto* stub = this->stub(i)->async();
-    grpc().Call(
-        deadline,
-        [stub, call](grpc::ClientContext* ctx, std::function<void(grpc::Status)> finish) {
-          KvRequest& r = call->first;
-          KvResponse& resp = call->second;
-          switch (r.op_case()) {
-            case KvRequest::kGet:
-              return stub->Get(ctx, &r.get(), resp.mutable_get(), std::move(finish));
-            case KvRequest::kPut:
-              return stub->Put(ctx, &r.put(), resp.mutable_put(), std::move(finish));
-            case KvRequest::kAppend:
-              return stub->Append(ctx, &r.append(), resp.mutable_append(), std::move(finish));
-            case KvRequest::kDelete:
-              return stub->Delete(ctx, &r.delete_(), resp.mutable_delete_(), std::move(finish));
-            default:
-              finish(
-                  grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request without an operation"));
-          }
-        },
-        [call, done = std::move(done)](rsm::pb::ReplyStatus status) {
-          *call->second.mutable_status() = std::move(status);
-          done(std::move(call->second));
-        });
-  }
-};
+void GrpcKvTransport::Send(size_t i, KvRequest req, absl::Time deadline,
+                           std::function<void(KvResponse)> done) {
+  // The request and the response outlive the call.
+  auto call = std::make_shared<std::pair<KvRequest, KvResponse>>(std::move(req), KvResponse());
+  auto* stub = this->stub(i)->async();
+  grpc().Call(
+      deadline,
+      [stub, call](grpc::ClientContext* ctx, std::function<void(grpc::Status)> finish) {
+        KvRequest& r = call->first;
+        KvResponse& resp = call->second;
+        switch (r.op_case()) {
+          case KvRequest::kGet:
+            return stub->Get(ctx, &r.get(), resp.mutable_get(), std::move(finish));
+          case KvRequest::kPut:
+            return stub->Put(ctx, &r.put(), resp.mutable_put(), std::move(finish));
+          case KvRequest::kAppend:
+            return stub->Append(ctx, &r.append(), resp.mutable_append(), std::move(finish));
+          case KvRequest::kDelete:
+            return stub->Delete(ctx, &r.delete_(), resp.mutable_delete_(), std::move(finish));
+          default:
+            finish(
+                grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request without an operation"));
+        }
+      },
+      [call, done = std::move(done)](rsm::pb::ReplyStatus status) {
+        *call->second.mutable_status() = std::move(status);
+        done(std::move(call->second));
+      });
+}
 
 absl::StatusOr<std::unique_ptr<Clerk>> Clerk::Create(ClerkOptions options) {
   if (absl::Status st = ValidateClerkOptions(options); !st.ok()) return st;
   return std::unique_ptr<Clerk>(new Clerk(std::move(options)));
 }
 Clerk::Clerk(ClerkOptions options)
-    : options_(std::move(options)), transport_(std::make_unique<Transport>(options_)) {
+    : options_(std::move(options)), transport_(std::make_unique<GrpcKvTransport>(options_)) {
   client_ = std::make_unique<KvClient>(transport_.get(),
                                        std::make_shared<LeaderCache>(options_.endpoints),
                                        ToRetryOptions(options_), options_.session);
@@ -107,32 +100,11 @@ absl::StatusOr<bool> Clerk::Delete(const std::string& key) {
 }
 
 absl::StatusOr<rsm::pb::StatusResponse> Clerk::EndpointStatus(const std::string& endpoint) {
-  auto stub = rsm::pb::Replica::NewStub(MakeChannel(endpoint));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.attempt_timeout));
-  rsm::pb::StatusResponse resp;
-  grpc::Status st = stub->Status(&ctx, rsm::pb::StatusRequest(), &resp);
-  if (!st.ok()) {
-    return common::FromGrpcStatus(
-        grpc::Status(st.error_code(), absl::StrCat(endpoint, ": ", st.error_message())));
-  }
-  return resp;
+  return ReplicaStatus(endpoint, options_.attempt_timeout);
 }
 
 absl::Status Clerk::EndpointHealth(const std::string& endpoint) {
-  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(endpoint));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.attempt_timeout));
-  grpc::health::v1::HealthCheckResponse resp;
-  grpc::Status st = stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
-  if (!st.ok()) {
-    return common::FromGrpcStatus(
-        grpc::Status(st.error_code(), absl::StrCat(endpoint, ": ", st.error_message())));
-  }
-  if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    return absl::UnavailableError(absl::StrCat(endpoint, ": not serving"));
-  }
-  return absl::OkStatus();
+  return ReplicaHealth(endpoint, options_.attempt_timeout);
 }
 
 }  // namespace ds::client

@@ -91,6 +91,14 @@ class UnaryTransport : public Base {
   GrpcReplicas grpc_;  // destroyed first: cancels calls in flight, then the stubs go
 };
 
+// Unary KvService calls over one channel per replica (the callback API).
+class GrpcKvTransport final : public UnaryTransport<KvTransport, kv::pb::KvService> {
+ public:
+  using UnaryTransport::UnaryTransport;
+  void Send(size_t i, kv::pb::KvRequest request, absl::Time deadline,
+            std::function<void(kv::pb::KvResponse)> done) override;
+};
+
 class Clerk {
  public:
   // kInvalidArgument if no endpoint is given or an endpoint is not HOST:PORT.
@@ -114,11 +122,10 @@ class Clerk {
   const std::vector<std::string>& endpoints() const { return options_.endpoints; }
 
  private:
-  class Transport;
   explicit Clerk(ClerkOptions options);
 
   const ClerkOptions options_;
-  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<GrpcKvTransport> transport_;
   std::unique_ptr<KvClient> client_;
   // One operation at a time; held while waiting for the operation, never by
   // the operation itself.

@@ -109,42 +109,37 @@ void CtrlClient::Latest(std::function<void(absl::StatusOr<uint64_t>)> done) {
 
 // ---- CtrlClerk ----
 
-class CtrlClerk::Transport final : public UnaryTransport<CtrlTransport, ctrl::pb::ShardCtrler> {
- public:
-  using UnaryTransport::UnaryTransport;
-
-  void Send(size_t i, CtrlRequest req, absl::Time deadline,
-            std::function<void(CtrlResponse)> done) override {
-    auto call =
-        std::make_shared<std::pair<CtrlRequest, CtrlResponse>>(std::move(req), CtrlResponse());
-    auto* stub = this->stub(i)->async();
-    grpc().Call(
-        deadline,
-        [stub, call](grpc::ClientContext* ctx, std::function<void(grpc::Status)> finish) {
-          CtrlRequest& r = call->first;
-          CtrlResponse& resp = call->second;
-          switch (r.op_case()) {
-            case CtrlRequest::kJoin:
-              return stub->Join(ctx, &r.join(), resp.mutable_join(), std::move(finish));
-            case CtrlRequest::kLeave:
-              return stub->Leave(ctx, &r.leave(), resp.mutable_leave(), std::move(finish));
-            case CtrlRequest::kMove:
-              return stub->Move(ctx, &r.move(), resp.mutable_move(), std::move(finish));
-            case CtrlRequest::kQuery:
-              return stub->Query(ctx, &r.query(), resp.mutable_query(), std::move(finish));
-            case CtrlRequest::kLatest:
-              return stub->Latest(ctx, &r.latest(), resp.mutable_latest(), std::move(finish));
-            default:
-              finish(
-                  grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request without an operation"));
-          }
-        },
-        [call, done = std::move(done)](rsm::pb::ReplyStatus status) {
-          *call->second.mutable_status() = std::move(status);
-          done(std::move(call->second));
-        });
-  }
-};
+void GrpcCtrlTransport::Send(size_t i, CtrlRequest req, absl::Time deadline,
+                             std::function<void(CtrlResponse)> done) {
+  auto call =
+      std::make_shared<std::pair<CtrlRequest, CtrlResponse>>(std::move(req), CtrlResponse());
+  auto* stub = this->stub(i)->async();
+  grpc().Call(
+      deadline,
+      [stub, call](grpc::ClientContext* ctx, std::function<void(grpc::Status)> finish) {
+        CtrlRequest& r = call->first;
+        CtrlResponse& resp = call->second;
+        switch (r.op_case()) {
+          case CtrlRequest::kJoin:
+            return stub->Join(ctx, &r.join(), resp.mutable_join(), std::move(finish));
+          case CtrlRequest::kLeave:
+            return stub->Leave(ctx, &r.leave(), resp.mutable_leave(), std::move(finish));
+          case CtrlRequest::kMove:
+            return stub->Move(ctx, &r.move(), resp.mutable_move(), std::move(finish));
+          case CtrlRequest::kQuery:
+            return stub->Query(ctx, &r.query(), resp.mutable_query(), std::move(finish));
+          case CtrlRequest::kLatest:
+            return stub->Latest(ctx, &r.latest(), resp.mutable_latest(), std::move(finish));
+          default:
+            finish(
+                grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request without an operation"));
+        }
+      },
+      [call, done = std::move(done)](rsm::pb::ReplyStatus status) {
+        *call->second.mutable_status() = std::move(status);
+        done(std::move(call->second));
+      });
+}
 
 absl::StatusOr<std::unique_ptr<CtrlClerk>> CtrlClerk::Create(ClerkOptions options) {
   if (absl::Status st = ValidateClerkOptions(options); !st.ok()) return st;
@@ -152,7 +147,7 @@ absl::StatusOr<std::unique_ptr<CtrlClerk>> CtrlClerk::Create(ClerkOptions option
 }
 
 CtrlClerk::CtrlClerk(ClerkOptions options)
-    : options_(std::move(options)), transport_(std::make_unique<Transport>(options_)) {
+    : options_(std::move(options)), transport_(std::make_unique<GrpcCtrlTransport>(options_)) {
   client_ = std::make_unique<CtrlClient>(transport_.get(),
                                          std::make_shared<LeaderCache>(options_.endpoints),
                                          ToRetryOptions(options_), options_.session);

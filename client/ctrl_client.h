@@ -62,6 +62,14 @@ class CtrlClient {
   ClientSession session_;
 };
 
+// Unary ShardCtrler calls over one channel per replica (the callback API).
+class GrpcCtrlTransport final : public UnaryTransport<CtrlTransport, ctrl::pb::ShardCtrler> {
+ public:
+  using UnaryTransport::UnaryTransport;
+  void Send(size_t i, ctrl::pb::CtrlRequest request, absl::Time deadline,
+            std::function<void(ctrl::pb::CtrlResponse)> done) override;
+};
+
 class CtrlClerk {
  public:
   // options.endpoints: the controller replicas. kInvalidArgument for a bad
@@ -78,11 +86,10 @@ class CtrlClerk {
   const std::vector<std::string>& endpoints() const { return options_.endpoints; }
 
  private:
-  class Transport;
   explicit CtrlClerk(ClerkOptions options);
 
   const ClerkOptions options_;
-  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<GrpcCtrlTransport> transport_;
   std::unique_ptr<CtrlClient> client_;
   absl::Mutex op_mu_;  // one operation at a time; never held by the operation
 };

@@ -300,31 +300,9 @@ void KvPool::RunTimer() {
 
 // ---- AsyncClerk ----
 
-// The pool as one clerk sees it: its own connection to each replica.
-class AsyncClerk::Transport final : public KvTransport {
- public:
-  Transport(KvPool* pool, int connection_index) : pool_(pool), index_(connection_index) {}
-  const std::vector<std::string>& endpoints() const override { return pool_->endpoints(); }
-  void Probe(size_t i, absl::Time deadline,
-             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
-    pool_->Probe(i, deadline, std::move(done));
-  }
-  void RunAt(absl::Time when, std::function<void()> fn) override {
-    pool_->RunAt(when, std::move(fn));
-  }
-  void Send(size_t i, KvRequest request, absl::Time deadline,
-            std::function<void(KvResponse)> done) override {
-    pool_->connection(i, index_)->Send(std::move(request), deadline, std::move(done));
-  }
-
- private:
-  KvPool* const pool_;
-  const int index_;
-};
-
 AsyncClerk::AsyncClerk(ClerkOptions options, std::shared_ptr<KvPool> pool, int connection_index)
     : pool_(std::move(pool)),
-      transport_(std::make_unique<Transport>(pool_.get(), connection_index)),
+      transport_(std::make_unique<KvPoolTransport>(pool_.get(), connection_index)),
       client_(std::make_unique<KvClient>(transport_.get(), pool_->leader(), ToRetryOptions(options),
                                          options.session)) {}
 

@@ -126,6 +126,29 @@ class KvPool {
   std::thread timer_thread_;
 };
 
+// The pool as one clerk sees it: its own connection to each replica.
+class KvPoolTransport final : public KvTransport {
+ public:
+  // `pool` must outlive the transport.
+  KvPoolTransport(KvPool* pool, int connection_index) : pool_(pool), index_(connection_index) {}
+  const std::vector<std::string>& endpoints() const override { return pool_->endpoints(); }
+  void Probe(size_t i, absl::Time deadline,
+             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
+    pool_->Probe(i, deadline, std::move(done));
+  }
+  void RunAt(absl::Time when, std::function<void()> fn) override {
+    pool_->RunAt(when, std::move(fn));
+  }
+  void Send(size_t i, kv::pb::KvRequest request, absl::Time deadline,
+            std::function<void(kv::pb::KvResponse)> done) override {
+    pool_->connection(i, index_)->Send(std::move(request), deadline, std::move(done));
+  }
+
+ private:
+  KvPool* const pool_;
+  const int index_;
+};
+
 class AsyncClerk {
  public:
   // Uses connection `connection_index` (modulo the pool's count) to each
@@ -144,9 +167,8 @@ class AsyncClerk {
   SessionState session() const { return client_->session(); }
 
  private:
-  class Transport;
   const std::shared_ptr<KvPool> pool_;
-  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<KvPoolTransport> transport_;
   std::unique_ptr<KvClient> client_;
 };
 

@@ -15,6 +15,7 @@
 #include "client/cli_output.h"
 #include "client/ctrl_client.h"
 #include "client/kvctl_ctrl.h"
+#include "client/shardkv_client.h"
 #include "common/init.h"
 
 ABSL_FLAG(std::string, endpoints, "",
@@ -44,6 +45,13 @@ Usage: kvctl [flags] COMMAND [ARGS]
   -  (or nothing)    read one command per line from stdin, print one result per
                      line (one client session for all of them)
 
+With --controllers (or $KVCTL_CONTROLLERS) and no --endpoints, get/put/
+append/del go to the sharded service, routed by each key's shard, and
+  locate KEY         which shard and group serve KEY: "key K shard S gid G
+                     servers H:P,..."; -w json: {"key":K,"shard":S,"gid":G,
+                     "servers":[...]}
+  endpoint status    covers every replica of every group (with its shards)
+
 Shard controller (--controllers or $KVCTL_CONTROLLERS):
   ctrl join GID=HOST:PORT,HOST:PORT [GID=...]   add replica groups
   ctrl leave GID [GID ...]                       remove replica groups
@@ -71,6 +79,49 @@ absl::StatusOr<std::vector<std::string>> Endpoints(const std::string& flag, cons
   return parsed;
 }
 
+// The KV commands of either service: kvraft (one group, --endpoints) or the
+// sharded service (routed through the controller's configuration,
+// --controllers).
+class KvOps {
+ public:
+  virtual ~KvOps() = default;
+  virtual absl::StatusOr<ds::client::GetResult> Get(const std::string& key) = 0;
+  virtual absl::Status Put(const std::string& key, const std::string& value) = 0;
+  virtual absl::Status Append(const std::string& key, const std::string& value) = 0;
+  virtual absl::StatusOr<bool> Delete(const std::string& key) = 0;
+};
+
+template <typename Clerk>
+class KvOpsOf final : public KvOps {
+ public:
+  explicit KvOpsOf(std::unique_ptr<Clerk> clerk) : clerk_(std::move(clerk)) {}
+  absl::StatusOr<ds::client::GetResult> Get(const std::string& key) override {
+    return clerk_->Get(key);
+  }
+  absl::Status Put(const std::string& key, const std::string& value) override {
+    return clerk_->Put(key, value);
+  }
+  absl::Status Append(const std::string& key, const std::string& value) override {
+    return clerk_->Append(key, value);
+  }
+  absl::StatusOr<bool> Delete(const std::string& key) override { return clerk_->Delete(key); }
+  Clerk& clerk() { return *clerk_; }
+
+ private:
+  std::unique_ptr<Clerk> clerk_;
+};
+
+// Sharded mode: --controllers without --endpoints (flags first, then
+// $KVCTL_ENDPOINTS / $KVCTL_CONTROLLERS).
+bool ShardedMode() {
+  if (!absl::GetFlag(FLAGS_endpoints).empty()) return false;
+  if (!absl::GetFlag(FLAGS_controllers).empty()) return true;
+  const char* endpoints = std::getenv("KVCTL_ENDPOINTS");
+  if (endpoints != nullptr && *endpoints != '\0') return false;
+  const char* controllers = std::getenv("KVCTL_CONTROLLERS");
+  return controllers != nullptr && *controllers != '\0';
+}
+
 class Kvctl {
  public:
   Kvctl(ds::client::ClerkOptions options, bool json) : options_(std::move(options)), json_(json) {}
@@ -80,30 +131,27 @@ class Kvctl {
     if (args.empty()) return Usage("no command");
     const std::string& cmd = args[0];
     if (cmd == "ctrl") {
-      if (ctrl_ == nullptr) {
-        auto endpoints =
-            Endpoints(absl::GetFlag(FLAGS_controllers), "--controllers", "KVCTL_CONTROLLERS");
-        if (!endpoints.ok()) return Usage(std::string(endpoints.status().message()));
-        ds::client::ClerkOptions o = options_;
-        o.endpoints = *endpoints;
-        auto clerk = ds::client::CtrlClerk::Create(o);
-        if (!clerk.ok()) return Fail(clerk.status());
-        ctrl_ = std::move(*clerk);
-      }
+      if (ExitCode c = EnsureCtrl(); c != kOk) return c;
       return RunCtrl(*ctrl_, std::vector<std::string>(args.begin() + 1, args.end()), json_);
     }
-    if (clerk_ == nullptr) {
-      auto endpoints = Endpoints(absl::GetFlag(FLAGS_endpoints), "--endpoints", "KVCTL_ENDPOINTS");
-      if (!endpoints.ok()) return Usage(std::string(endpoints.status().message()));
-      ds::client::ClerkOptions o = options_;
-      o.endpoints = *endpoints;
-      auto clerk = ds::client::Clerk::Create(o);
-      if (!clerk.ok()) return Fail(clerk.status());
-      clerk_ = std::move(*clerk);
+    if (cmd == "endpoint" && args.size() == 2 && (args[1] == "status" || args[1] == "health")) {
+      auto endpoints = StatusEndpoints();
+      if (!endpoints.ok()) return Fail(endpoints.status());
+      return args[1] == "status" ? EndpointStatus(*endpoints) : EndpointHealth(*endpoints);
     }
+    if (cmd == "locate") {
+      if (args.size() != 2) return Usage("locate takes KEY");
+      if (ExitCode c = EnsureKv(); c != kOk) return c;
+      if (sharded_ == nullptr) return Usage("locate needs --controllers (the sharded service)");
+      return Locate(args[1]);
+    }
+    if (cmd != "get" && cmd != "put" && cmd != "append" && cmd != "del") {
+      return Usage(absl::StrCat("unknown command '", absl::StrJoin(args, " "), "'"));
+    }
+    if (ExitCode c = EnsureKv(); c != kOk) return c;
     if (cmd == "get") {
       if (args.size() != 2) return Usage("get takes KEY");
-      auto r = clerk_->Get(args[1]);
+      auto r = kv_->Get(args[1]);
       if (!r.ok()) return Fail(r.status());
       if (json_) {
         Print(absl::StrCat("{\"key\":", JsonString(args[1]), ",\"found\":",
@@ -115,22 +163,16 @@ class Kvctl {
     }
     if (cmd == "put" || cmd == "append") {
       if (args.size() != 3) return Usage(cmd + " takes KEY VALUE");
-      absl::Status st =
-          cmd == "put" ? clerk_->Put(args[1], args[2]) : clerk_->Append(args[1], args[2]);
+      absl::Status st = cmd == "put" ? kv_->Put(args[1], args[2]) : kv_->Append(args[1], args[2]);
       if (!st.ok()) return Fail(st);
       Print(json_ ? "{\"ok\":true}" : "OK");
       return kOk;
     }
-    if (cmd == "del") {
-      if (args.size() != 2) return Usage("del takes KEY");
-      auto r = clerk_->Delete(args[1]);
-      if (!r.ok()) return Fail(r.status());
-      Print(json_ ? absl::StrCat("{\"deleted\":", *r ? 1 : 0, "}") : (*r ? "1" : "0"));
-      return kOk;
-    }
-    if (cmd == "endpoint" && args.size() == 2 && args[1] == "status") return EndpointStatus();
-    if (cmd == "endpoint" && args.size() == 2 && args[1] == "health") return EndpointHealth();
-    return Usage(absl::StrCat("unknown command '", absl::StrJoin(args, " "), "'"));
+    if (args.size() != 2) return Usage("del takes KEY");
+    auto r = kv_->Delete(args[1]);
+    if (!r.ok()) return Fail(r.status());
+    Print(json_ ? absl::StrCat("{\"deleted\":", *r ? 1 : 0, "}") : (*r ? "1" : "0"));
+    return kOk;
   }
 
   // One command per line from stdin; returns the worst exit code.
@@ -151,6 +193,79 @@ class Kvctl {
   }
 
  private:
+  ExitCode EnsureCtrl() {
+    if (ctrl_ != nullptr) return kOk;
+    auto endpoints =
+        Endpoints(absl::GetFlag(FLAGS_controllers), "--controllers", "KVCTL_CONTROLLERS");
+    if (!endpoints.ok()) return Usage(std::string(endpoints.status().message()));
+    ds::client::ClerkOptions o = options_;
+    o.endpoints = *endpoints;
+    auto clerk = ds::client::CtrlClerk::Create(o);
+    if (!clerk.ok()) return Fail(clerk.status());
+    ctrl_ = std::move(*clerk);
+    return kOk;
+  }
+
+  // The KV clerk of the mode in use, made at the first KV command (one
+  // session for every command of this run).
+  ExitCode EnsureKv() {
+    if (kv_ != nullptr) return kOk;
+    const bool sharded = ShardedMode();
+    auto endpoints =
+        sharded ? Endpoints(absl::GetFlag(FLAGS_controllers), "--controllers", "KVCTL_CONTROLLERS")
+                : Endpoints(absl::GetFlag(FLAGS_endpoints), "--endpoints", "KVCTL_ENDPOINTS");
+    if (!endpoints.ok()) {
+      return Usage(absl::StrCat(endpoints.status().message(),
+                                "; the sharded service takes --controllers instead"));
+    }
+    ds::client::ClerkOptions o = options_;
+    o.endpoints = *endpoints;
+    if (sharded) {
+      auto clerk = ds::client::ShardKvClerk::Create(o);
+      if (!clerk.ok()) return Fail(clerk.status());
+      auto ops = std::make_unique<KvOpsOf<ds::client::ShardKvClerk>>(std::move(*clerk));
+      sharded_ = &ops->clerk();
+      kv_ = std::move(ops);
+    } else {
+      auto clerk = ds::client::Clerk::Create(o);
+      if (!clerk.ok()) return Fail(clerk.status());
+      kv_ = std::make_unique<KvOpsOf<ds::client::Clerk>>(std::move(*clerk));
+    }
+    return kOk;
+  }
+
+  // endpoint status/health: the --endpoints replicas; in sharded mode every
+  // replica of every group of the latest configuration.
+  absl::StatusOr<std::vector<std::string>> StatusEndpoints() {
+    if (!ShardedMode()) {
+      return Endpoints(absl::GetFlag(FLAGS_endpoints), "--endpoints", "KVCTL_ENDPOINTS");
+    }
+    if (ExitCode c = EnsureCtrl(); c != kOk) return absl::InvalidArgumentError("--controllers");
+    auto config = ctrl_->Query(-1);
+    if (!config.ok()) return config.status();
+    std::vector<std::string> all;
+    for (const auto& g : config->groups())
+      all.insert(all.end(), g.servers().begin(), g.servers().end());
+    if (all.empty()) return absl::FailedPreconditionError("no group has joined yet");
+    return all;
+  }
+
+  ExitCode Locate(const std::string& key) {
+    auto where = sharded_->Locate(key);
+    if (!where.ok()) return Fail(where.status());
+    std::vector<std::string> servers;
+    for (const auto& s : where->servers) servers.push_back(JsonString(s));
+    if (json_) {
+      Print(absl::StrCat("{\"key\":", JsonString(key), ",\"shard\":", where->shard, ",\"gid\":",
+                         where->gid, ",\"servers\":[", absl::StrJoin(servers, ","), "]}"));
+    } else {
+      Print(absl::StrCat("key ", key, " shard ", where->shard, " gid ", where->gid, " servers ",
+                         where->servers.empty() ? "-" : absl::StrJoin(where->servers, ","),
+                         " (configuration ", where->config_num, ")"));
+    }
+    return kOk;
+  }
+
   // "put KEY VALUE WITH SPACES": the value is the rest of the line.
   static std::vector<std::string> SplitLine(const std::string& line) {
     std::vector<std::string> parts =
@@ -168,11 +283,11 @@ class Kvctl {
     return parts;
   }
 
-  ExitCode EndpointStatus() {
+  ExitCode EndpointStatus(const std::vector<std::string>& endpoints) {
     ExitCode code = kOk;
     std::vector<std::string> json_items;
-    for (const auto& e : clerk_->endpoints()) {
-      auto s = clerk_->EndpointStatus(e);
+    for (const auto& e : endpoints) {
+      auto s = ds::client::ReplicaStatus(e, options_.attempt_timeout);
       if (!s.ok()) {
         std::cerr << "kvctl: " << s.status().message() << "\n";
         if (json_)
@@ -181,32 +296,52 @@ class Kvctl {
         code = kFailed;
         continue;
       }
+      std::string shards_json;
+      std::string shards_text;
+      if (s->gid() != 0) {
+        std::vector<std::string> items;
+        std::vector<std::string> texts;
+        for (const auto& sh : s->shards()) {
+          items.push_back(absl::StrFormat(
+              "{\"shard\":%d,\"owner\":%d,\"state\":\"%s\",\"config_num\":%d,\"keys\":%d}",
+              sh.shard(), sh.owner(), sh.state(), sh.config_num(), sh.keys()));
+          if (sh.state() != "not-owned") {
+            texts.push_back(absl::StrCat(sh.shard(), ":", sh.state(), "(", sh.keys(), " keys)"));
+          }
+        }
+        shards_json = absl::StrFormat(",\"gid\":%d,\"config_num\":%d,\"shards\":[%s]", s->gid(),
+                                      s->config_num(), absl::StrJoin(items, ","));
+        shards_text = absl::StrCat(" gid=", s->gid(), " config=", s->config_num(),
+                                   " shards=", texts.empty() ? "-" : absl::StrJoin(texts, ","));
+      }
       if (json_) {
         json_items.push_back(absl::StrFormat(
             "{\"endpoint\":%s,\"id\":%d,\"role\":\"%s\",\"term\":%d,\"leader\":%d,\"commit_index\":"
             "%d,"
             "\"applied_index\":%d,\"log_bytes\":%d,\"snapshot_index\":%d,\"snapshot_bytes\":%d,"
-            "\"raft_loops\":%d,\"raft_saves\":%d,\"raft_fsyncs\":%d}",
+            "\"raft_loops\":%d,\"raft_saves\":%d,\"raft_fsyncs\":%d,\"sessions\":%d%s}",
             JsonString(e), s->id(), ds::client::RoleName(s->role()), s->term(), s->leader_id(),
             s->commit_index(), s->applied_index(), s->log_bytes(), s->snapshot_index(),
-            s->snapshot_bytes(), s->raft_loops(), s->raft_saves(), s->raft_fsyncs()));
+            s->snapshot_bytes(), s->raft_loops(), s->raft_saves(), s->raft_fsyncs(), s->sessions(),
+            shards_json));
       } else {
-        Print(absl::StrFormat(
-            "%s id=%d role=%s term=%d leader=%d commit=%d applied=%d log_bytes=%d "
-            "snapshot_index=%d",
-            e, s->id(), ds::client::RoleName(s->role()), s->term(), s->leader_id(),
-            s->commit_index(), s->applied_index(), s->log_bytes(), s->snapshot_index()));
+        Print(
+            absl::StrFormat("%s id=%d role=%s term=%d leader=%d commit=%d applied=%d log_bytes=%d "
+                            "snapshot_index=%d%s",
+                            e, s->id(), ds::client::RoleName(s->role()), s->term(), s->leader_id(),
+                            s->commit_index(), s->applied_index(), s->log_bytes(),
+                            s->snapshot_index(), shards_text));
       }
     }
     if (json_) Print(absl::StrCat("[", absl::StrJoin(json_items, ","), "]"));
     return code;
   }
 
-  ExitCode EndpointHealth() {
+  ExitCode EndpointHealth(const std::vector<std::string>& endpoints) {
     ExitCode code = kOk;
     std::vector<std::string> json_items;
-    for (const auto& e : clerk_->endpoints()) {
-      absl::Status st = clerk_->EndpointHealth(e);
+    for (const auto& e : endpoints) {
+      absl::Status st = ds::client::ReplicaHealth(e, options_.attempt_timeout);
       if (!st.ok()) code = kFailed;
       if (json_) {
         json_items.push_back(absl::StrCat(
@@ -224,7 +359,8 @@ class Kvctl {
 
   const ds::client::ClerkOptions options_;  // everything but the endpoints
   const bool json_;
-  std::unique_ptr<ds::client::Clerk> clerk_;     // made at the first KV command
+  std::unique_ptr<KvOps> kv_;                    // made at the first KV command
+  ds::client::ShardKvClerk* sharded_ = nullptr;  // kv_'s, in sharded mode
   std::unique_ptr<ds::client::CtrlClerk> ctrl_;  // made at the first ctrl command
 };
 

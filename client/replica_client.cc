@@ -10,6 +10,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/status.h"
+#include "proto/health.grpc.pb.h"
 
 namespace ds::client {
 
@@ -149,10 +151,10 @@ RetryingCall::RetryingCall(ReplicaTransport* transport, std::shared_ptr<LeaderCa
       session_(session),
       backoff_(options) {}
 
-void RetryingCall::Start() {
+void RetryingCall::Start(bool taken_over) {
   deadline_ = absl::Now() + options_.operation_timeout;
   if (session_ != nullptr) ref_ = session_->Next();
-  Next();
+  if (!taken_over) Next();
 }
 
 void RetryingCall::Next() {
@@ -190,6 +192,7 @@ void RetryingCall::OnReply(Reply r) {
   last_error_ = absl::StrCat(leader_->endpoints()[i], ": ", r.status.message());
   if (IsFinalError(r.status.code())) {
     r.status = absl::Status(r.status.code(), last_error_);
+    if (Reroute(r, /*round_failed=*/false)) return;
     return Finish(std::move(r));
   }
   // Not the leader, timed out or unreachable. Unless the replica says it
@@ -203,7 +206,22 @@ void RetryingCall::OnReply(Reply r) {
   } else {
     leader_->Forget(i);
   }
-  Later(backoff_.OnFailure(n()));
+  const absl::Duration pause = backoff_.OnFailure(n());
+  if (pause > absl::ZeroDuration() && Reroute(r, /*round_failed=*/true)) return;
+  Later(pause);
+}
+
+void RetryingCall::Retarget(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader) {
+  absl::MutexLock lock(&mu_);
+  ++probe_round_;  // answers of a search at the old group are ignored
+  probe_settled_ = true;
+  transport_ = transport;
+  leader_ = std::move(leader);
+}
+
+void RetryingCall::Resume(absl::Duration pause) {
+  if (pause <= absl::ZeroDuration()) pause = absl::Nanoseconds(1);  // off this thread's stack
+  Later(pause);
 }
 
 // Asks every replica at once who leads; the first that names a leader wins.
@@ -226,16 +244,17 @@ void RetryingCall::Probe() {
 
 void RetryingCall::OnProbe(uint64_t round, size_t i, absl::StatusOr<rsm::pb::StatusResponse> s) {
   size_t found = LeaderCache::kUnknown;
-  if (s.ok()) {
-    leader_->Learn(s->id(), i);
-    found =
-        s->role() == rsm::pb::ROLE_LEADER ? i : leader_->Find(s->leader_id(), s->leader_address());
-  }
   bool give_up = false;
   std::string why;
   {
     absl::MutexLock lock(&mu_);
     if (round != probe_round_ || probe_settled_) return;
+    if (s.ok()) {
+      leader_->Learn(s->id(), i);
+      found = s->role() == rsm::pb::ROLE_LEADER
+                  ? i
+                  : leader_->Find(s->leader_id(), s->leader_address());
+    }
     if (!s.ok()) probe_error_ = absl::StrCat(leader_->endpoints()[i], ": ", s.status().message());
     if (found != LeaderCache::kUnknown) {
       probe_settled_ = true;
@@ -252,7 +271,11 @@ void RetryingCall::OnProbe(uint64_t round, size_t i, absl::StatusOr<rsm::pb::Sta
   } else if (give_up) {
     last_error_ = why.empty() ? "no replica knows a leader (election in progress?)"
                               : absl::StrCat("no leader found; ", why);
-    Later(backoff_.OnRoundFailed());
+    Reply r;
+    r.status = absl::UnavailableError(last_error_);
+    const absl::Duration pause = backoff_.OnRoundFailed();
+    if (Reroute(r, /*round_failed=*/true)) return;
+    Later(pause);
   }
 }
 
@@ -435,6 +458,36 @@ void GrpcReplicas::Call(absl::Time deadline, StartFn start,
     done(ToReplyStatus(st, *ctx));
     calls_.Finish(ctx);  // last: the clerk may now go away
   });
+}
+
+absl::StatusOr<rsm::pb::StatusResponse> ReplicaStatus(const std::string& endpoint,
+                                                      absl::Duration timeout) {
+  auto stub = rsm::pb::Replica::NewStub(MakeChannel(endpoint));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  rsm::pb::StatusResponse resp;
+  grpc::Status st = stub->Status(&ctx, rsm::pb::StatusRequest(), &resp);
+  if (!st.ok()) {
+    return common::FromGrpcStatus(
+        grpc::Status(st.error_code(), absl::StrCat(endpoint, ": ", st.error_message())));
+  }
+  return resp;
+}
+
+absl::Status ReplicaHealth(const std::string& endpoint, absl::Duration timeout) {
+  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(endpoint));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status st = stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
+  if (!st.ok()) {
+    return common::FromGrpcStatus(
+        grpc::Status(st.error_code(), absl::StrCat(endpoint, ": ", st.error_message())));
+  }
+  if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::UnavailableError(absl::StrCat(endpoint, ": not serving"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace ds::client

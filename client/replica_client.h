@@ -76,6 +76,12 @@ struct Reply {
 Reply ToReply(const rsm::pb::ReplyStatus& status);
 rsm::pb::ReplyStatus ToReplyStatus(const grpc::Status& status, const grpc::ClientContext& ctx);
 
+// One replica's Replica.Status and its gRPC health check (no retry, no
+// leader redirection), each bounded by `timeout`; errors name the endpoint.
+absl::StatusOr<rsm::pb::StatusResponse> ReplicaStatus(const std::string& endpoint,
+                                                      absl::Duration timeout);
+absl::Status ReplicaHealth(const std::string& endpoint, absl::Duration timeout);
+
 // "leader", "follower", ... as kvctl prints a replica's role.
 const char* RoleName(rsm::pb::Role role);
 
@@ -192,8 +198,10 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   RetryingCall& operator=(const RetryingCall&) = delete;
 
   // Starts the operation (its deadline runs from now). Call once, on an
-  // object owned by a shared_ptr.
-  void Start();
+  // object owned by a shared_ptr. `taken_over`: only start the clock and
+  // stamp the command; the subclass Retargets and Resumes when it knows where
+  // to send it (a sharded client reading the configuration first).
+  void Start(bool taken_over = false);
 
  protected:
   // Sends one attempt to replica `replica`, to end by `deadline`, stamped with
@@ -207,6 +215,22 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   void OnReply(Reply reply);
   // The session reference of the command being sent (with a session).
   const rsm::pb::SessionRef& ref() const { return ref_; }
+  absl::Time deadline() const { return deadline_; }
+
+  // For clients of sharded services, whose operation may have to move to
+  // another replica group. Called with a final error, or with the last error
+  // of a round in which no replica of the group could be reached or knew a
+  // leader (`round_failed`). Return true to take over: the subclass then
+  // calls Retarget (if the group changed) and Resume, from any thread; the
+  // command keeps its session reference. Default: false.
+  virtual bool Reroute(const Reply& reply, bool round_failed) { return false; }
+  // Sends the next attempts to another group. Only while the call is taken
+  // over (or before Start).
+  void Retarget(ReplicaTransport* transport, std::shared_ptr<LeaderCache> leader);
+  // Continues a taken-over call after `pause` (or ends it at its deadline).
+  void Resume(absl::Duration pause);
+  // Ends a taken-over call with `reply`.
+  void Abandon(Reply reply) { Finish(std::move(reply)); }
 
  private:
   size_t n() const { return leader_->endpoints().size(); }
@@ -218,8 +242,9 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   void OnProbe(uint64_t round, size_t replica, absl::StatusOr<rsm::pb::StatusResponse> status);
   void Finish(Reply reply);
 
-  ReplicaTransport* const transport_;
-  const std::shared_ptr<LeaderCache> leader_;
+  // Changed only by Retarget, while no attempt or probe is in flight.
+  ReplicaTransport* transport_;
+  std::shared_ptr<LeaderCache> leader_;
   const RetryOptions options_;
   const char* const name_;
   ClientSession* const session_;

@@ -37,7 +37,19 @@ void FinishWrite(const rsm::ReplicaContext& replica, pb::KvResponse& resp,
   replica.FillReply(r.status(), resp.mutable_status());
 }
 
+const KvBackend kDefaultBackend;
+
 }  // namespace
+
+void KvBackend::Submit(raft::Rsm& rsm, const rsm::pb::SessionRef& session, const pb::KvCommand& cmd,
+                       absl::Time deadline, rsm::ResultCallback done) const {
+  rsm::SubmitAsync(rsm, &session, cmd, deadline, std::move(done));
+}
+
+absl::StatusOr<pb::KvResult> KvBackend::Read(const rsm::Application& app,
+                                             std::string_view key) const {
+  return static_cast<const KvStateMachine&>(app).Get(key);
+}
 
 void HandleKvRequest(const rsm::ReplicaContext& replica, const KvServiceOptions& options,
                      pb::KvRequest req, absl::Time deadline,
@@ -53,19 +65,20 @@ void HandleKvRequest(const rsm::ReplicaContext& replica, const KvServiceOptions&
     done(std::move(resp));
   };
 
+  const KvBackend* backend = options.backend != nullptr ? options.backend : &kDefaultBackend;
   if (req.op_case() == pb::KvRequest::kGet) {
     if (req.get().key().empty()) return reject("empty key");
-    auto result = std::make_shared<pb::KvResult>();
+    auto result = std::make_shared<absl::StatusOr<pb::KvResult>>();
     rsm::ReadAsync(
         replica.rsm(), deadline,
-        [result, key = std::move(*req.mutable_get()->mutable_key())](const rsm::Application& app) {
-          *result = static_cast<const KvStateMachine&>(app).Get(key);
-        },
+        [backend, result, key = std::move(*req.mutable_get()->mutable_key())](
+            const rsm::Application& app) { *result = backend->Read(app, key); },
         [&replica, result, resp = std::move(resp), done = std::move(done)](absl::Status s) mutable {
+          if (s.ok() && !result->ok()) s = result->status();
           if (s.ok()) {
             pb::GetResponse* g = resp.mutable_get();
-            g->set_found(result->found());
-            *g->mutable_value() = std::move(*result->mutable_value());
+            g->set_found((*result)->found());
+            *g->mutable_value() = std::move(*(*result)->mutable_value());
             replica.FillHeader(g->mutable_header());
           }
           replica.FillReply(s, resp.mutable_status());
@@ -115,12 +128,12 @@ void HandleKvRequest(const rsm::ReplicaContext& replica, const KvServiceOptions&
   if (session.client_id() == 0 || session.sequence() == 0 || session.created_unix_micros() <= 0) {
     return reject("writes need a session: nonzero client_id, created_unix_micros and sequence");
   }
-  rsm::SubmitAsync(replica.rsm(), &session, cmd, deadline,
-                   [&replica, resp = std::move(resp),
-                    done = std::move(done)](absl::StatusOr<std::string> r) mutable {
-                     FinishWrite(replica, resp, r);
-                     done(std::move(resp));
-                   });
+  backend->Submit(replica.rsm(), session, cmd, deadline,
+                  [&replica, resp = std::move(resp),
+                   done = std::move(done)](absl::StatusOr<std::string> r) mutable {
+                    FinishWrite(replica, resp, r);
+                    done(std::move(resp));
+                  });
 }
 
 KvServiceImpl::KvServiceImpl(KvServiceOptions options, const rsm::ReplicaContext* replica)

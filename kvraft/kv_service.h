@@ -11,15 +11,34 @@
 #include "common/stream_registry.h"
 #include "kvraft/kv_state_machine.h"
 #include "proto/kv.grpc.pb.h"
+#include "raft/rsm/requests.h"
 #include "raft/service/batch_stream.h"
 #include "raft/service/replica_service.h"
 
 namespace ds::kv {
 
+// How a KV request becomes a command in the log or a read: kvraft's
+// KvStateMachine (the default), or shardkv's, which wraps writes in its own
+// command and refuses keys of shards its group does not serve.
+class KvBackend {
+ public:
+  virtual ~KvBackend() = default;
+  // Proposes the write `cmd` under `session`; `done` as rsm::SubmitAsync's
+  // (the result is a serialized pb::KvResult).
+  virtual void Submit(raft::Rsm& rsm, const rsm::pb::SessionRef& session, const pb::KvCommand& cmd,
+                      absl::Time deadline, rsm::ResultCallback done) const;
+  // The value of `key` in `app` at a linearizable read point (runs under the
+  // Rsm's lock: quick, no blocking).
+  virtual absl::StatusOr<pb::KvResult> Read(const rsm::Application& app,
+                                            std::string_view key) const;
+};
+
 struct KvServiceOptions {
   // Largest key + value accepted in one request, in bytes. Default: 1.5 MiB
   // (etcd's --max-request-bytes).
   uint64_t max_request_bytes = 1536 * 1024;
+  // nullptr (default): kvraft's KvStateMachine. Must outlive the service.
+  const KvBackend* backend = nullptr;
 };
 
 // The one request path of the unary calls, Batch, and the in-process tests:

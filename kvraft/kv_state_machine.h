@@ -13,9 +13,9 @@
 #include <string>
 #include <string_view>
 
-#include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kvraft/kv_store.h"
 #include "proto/kv.pb.h"
 #include "raft/rsm/session_state_machine.h"
 
@@ -42,13 +42,12 @@ class KvStateMachine final : public rsm::Application {
   // missing key.
   pb::KvResult Get(std::string_view key) const;
 
-  int64_t key_count() const { return static_cast<int64_t>(data_.size()); }
+  int64_t key_count() const { return store_.key_count(); }
   // Sum of the sizes of all keys and values, in bytes.
-  int64_t data_bytes() const { return data_bytes_; }
+  int64_t data_bytes() const { return store_.data_bytes(); }
 
  private:
-  absl::btree_map<std::string, std::string> data_;  // sorted: snapshots are stable
-  int64_t data_bytes_ = 0;
+  KvStore store_;
 };
 
 }  // namespace ds::kv

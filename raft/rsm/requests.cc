@@ -52,11 +52,19 @@ void OpenSessionAsync(raft::Rsm& rsm, const pb::SessionRef& session, absl::Time 
 
 void ReadAsync(raft::Rsm& rsm, absl::Time deadline, std::function<void(const Application&)> query,
                std::function<void(absl::Status)> done) {
+  ReadStateAsync(
+      rsm, deadline, [query = std::move(query)](const SessionStateMachine& sm) { query(sm.app()); },
+      std::move(done));
+}
+
+void ReadStateAsync(raft::Rsm& rsm, absl::Time deadline,
+                    std::function<void(const SessionStateMachine&)> query,
+                    std::function<void(absl::Status)> done) {
   if (absl::Status e; NotLeaderHere(rsm, &e)) return done(std::move(e));
   rsm.ReadAsync(
       deadline,
       [query = std::move(query)](const raft::StateMachine& sm) {
-        query(static_cast<const SessionStateMachine&>(sm).app());
+        query(static_cast<const SessionStateMachine&>(sm));
       },
       std::move(done));
 }

@@ -41,6 +41,12 @@ void OpenSessionAsync(raft::Rsm& rsm, const pb::SessionRef& session, absl::Time 
 void ReadAsync(raft::Rsm& rsm, absl::Time deadline, std::function<void(const Application&)> query,
                std::function<void(absl::Status)> done);
 
+// ReadAsync with the whole session state machine (the application and the
+// client sessions), for reads that need the sessions too (shardkv's pulls).
+void ReadStateAsync(raft::Rsm& rsm, absl::Time deadline,
+                    std::function<void(const SessionStateMachine&)> query,
+                    std::function<void(absl::Status)> done);
+
 // True if `status` says the replica refused before proposing anything.
 bool NotApplied(const absl::Status& status);
 

@@ -79,6 +79,19 @@ void SessionTable::Record(uint64_t client_id, uint64_t sequence, std::string res
   Touch(client_id, session, now_unix_micros);
 }
 
+void SessionTable::Merge(const pb::ClientSession& other, int64_t now_unix_micros) {
+  if (other.client_id() == 0) return;
+  auto it = sessions_.find(other.client_id());
+  if (it == sessions_.end()) {
+    Open(MakeSessionRef(other.client_id(), other.created_unix_micros(), 0), now_unix_micros);
+    Record(other.client_id(), other.last_sequence(), other.last_result(), now_unix_micros);
+    return;
+  }
+  // Another creation time is another client that drew the same id: keep ours.
+  if (it->second.created_unix_micros != other.created_unix_micros()) return;
+  Record(other.client_id(), other.last_sequence(), other.last_result(), now_unix_micros);
+}
+
 int64_t SessionTable::ExpireIdle(int64_t now_unix_micros) {
   if (options_.session_ttl == absl::InfiniteDuration()) return 0;
   const int64_t ttl_micros = std::max<int64_t>(0, absl::ToInt64Microseconds(options_.session_ttl));

@@ -98,6 +98,14 @@ class SessionTable {
   // before Check(), with the state machine's clock. Returns how many it removed.
   int64_t ExpireIdle(int64_t now_unix_micros);
 
+  // Takes in a session from another table (shardkv moves sessions with
+  // shards): unknown here, it is added as it was there (active at
+  // `now_unix_micros`, evicting the least recently used first if the table is
+  // full); known with the same creation time, it keeps whichever of the two
+  // has the later sequence. Either way the result is as if this table had
+  // seen the other's commands too, so none of them is applied twice.
+  void Merge(const pb::ClientSession& other, int64_t now_unix_micros);
+
   int64_t size() const { return static_cast<int64_t>(sessions_.size()); }
   int64_t watermark_unix_micros() const { return watermark_unix_micros_; }
   const SessionOptions& options() const { return options_; }

@@ -107,6 +107,7 @@ grpc::ServerUnaryReactor* ReplicaServiceImpl::Status(grpc::CallbackServerContext
   resp->set_raft_fsyncs(st.synced_saves);
   resp->set_sessions(replica_->state_machine().session_count());
   resp->set_service(replica_->options().name);
+  if (replica_->options().status_extra) replica_->options().status_extra(resp);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -28,6 +29,9 @@ struct ServiceOptions {
   std::map<uint64_t, std::string> addresses;
   // Reported by Status: "kvraft", "shardctrler", "shardkv".
   std::string name;
+  // Adds the service's own fields to a Status answer (shardkv: its shards).
+  // Called on gRPC's threads: must be thread-safe and quick. Optional.
+  std::function<void(pb::StatusResponse*)> status_extra;
 };
 
 // What a service's handlers need of their replica. Thread-safe.
