@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -15,16 +17,25 @@
 #include "absl/synchronization/blocking_counter.h"
 #include "client/clerk.h"
 #include "client/kv_stream.h"
+#include "client/shardkv_client.h"
 #include "common/init.h"
 #include "common/stats.h"
+#include "shardkv/key_shard.h"
 
-ABSL_FLAG(std::string, endpoints, "", "Comma-separated replica addresses HOST:PORT. Required.");
+ABSL_FLAG(std::string, endpoints, "",
+          "Comma-separated kvraft replica addresses HOST:PORT. Required unless --controllers.");
+ABSL_FLAG(std::string, controllers, "",
+          "Comma-separated shard controller addresses HOST:PORT: run against the sharded "
+          "service instead (keys routed by shard; groups found through the controller).");
 ABSL_FLAG(int, clients, 16, "Concurrent clients; each is one session with one request in flight.");
 ABSL_FLAG(int, conns, 0, "TCP connections per replica shared by the clients. 0: one per client.");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(30), "How long to run.");
 ABSL_FLAG(int, value_size, 256, "Bytes per written value.");
 ABSL_FLAG(double, read_ratio, 0.5, "Fraction of operations that are (linearizable) Gets, 0..1.");
 ABSL_FLAG(int, keys, 10000, "Number of distinct keys, chosen uniformly.");
+ABSL_FLAG(int, skip_shard, -1,
+          "With --controllers: never use keys of this shard (to measure the other shards while "
+          "it moves between groups). -1: use every key.");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10),
           "Deadline of one operation, retries included.");
 ABSL_FLAG(std::string, write_out, "simple", "Output format: simple or json (also -w json).");
@@ -33,8 +44,11 @@ namespace {
 
 constexpr char kUsageText[] = R"(kvbench: load generator for the KV-Raft service.
 
-Usage: kvbench --endpoints=H:P,... [--clients=N] [--conns=M] [--duration=30s]
+Usage: kvbench --endpoints=H:P,... | --controllers=H:P,...
+               [--clients=N] [--conns=M] [--duration=30s]
                [--value_size=256] [--read_ratio=0.5] [--keys=10000] [-w json]
+With --controllers the load goes to the sharded service: each client is one
+session across all groups, with M connections per replica of each group.
 Prints operations/s and latency p50/p90/p99/max (ms); a progress line every 5 s
 on stderr. Exit 0 if the run completed, 1 if any operation failed, 2 on bad
 flags.)";
@@ -45,6 +59,92 @@ struct ClientStats {
   int64_t writes = 0;
   int64_t errors = 0;
   std::string last_error;
+};
+
+// One client session with one operation at a time, of either service.
+class BenchClient {
+ public:
+  virtual ~BenchClient() = default;
+  virtual void Get(std::string key, std::function<void(absl::StatusOr<ds::client::GetResult>)>) = 0;
+  virtual void Put(std::string key, std::string value, std::function<void(absl::Status)>) = 0;
+};
+
+template <typename C>
+class BenchClientOf final : public BenchClient {
+ public:
+  template <typename... Args>
+  explicit BenchClientOf(Args&&... args) : c_(std::forward<Args>(args)...) {}
+  void Get(std::string key,
+           std::function<void(absl::StatusOr<ds::client::GetResult>)> done) override {
+    c_.Get(std::move(key), std::move(done));
+  }
+  void Put(std::string key, std::string value, std::function<void(absl::Status)> done) override {
+    c_.Put(std::move(key), std::move(value), std::move(done));
+  }
+  C& client() { return c_; }
+
+ private:
+  C c_;
+};
+
+// Makes the clients: AsyncClerks over one KvPool (kvraft), or
+// ShardedKvClients over one KvPool per group, found through the controller.
+class Clients {
+ public:
+  Clients(ds::client::ClerkOptions options, int conns, bool sharded)
+      : options_(std::move(options)), conns_(conns) {
+    if (!sharded) {
+      pool_ = std::make_shared<ds::client::KvPool>(options_.endpoints, conns);
+      return;
+    }
+    ctrl_transport_ = std::make_unique<ds::client::GrpcCtrlTransport>(options_);
+    ctrl_ = std::make_unique<ds::client::CtrlClient>(
+        ctrl_transport_.get(), std::make_shared<ds::client::LeaderCache>(options_.endpoints),
+        ds::client::ToRetryOptions(options_));
+  }
+
+  // The sharded service's shard count (from the latest configuration).
+  absl::StatusOr<int> ShardCount() {
+    auto config = ds::client::Await<absl::StatusOr<ds::ctrl::pb::Config>>(
+        [&](auto cb) { ctrl_->Query(-1, std::move(cb)); });
+    if (!config.ok()) return config.status();
+    return config->shards_size();
+  }
+
+  std::unique_ptr<BenchClient> Make(int connection) {
+    if (pool_ != nullptr) {
+      return std::make_unique<BenchClientOf<ds::client::AsyncClerk>>(options_, pool_, connection);
+    }
+    // A client's transports to the groups it meets, on the shared pools.
+    auto transports = std::make_shared<
+        std::map<std::vector<std::string>, std::unique_ptr<ds::client::KvPoolTransport>>>();
+    return std::make_unique<BenchClientOf<ds::client::ShardedKvClient>>(
+        ctrl_.get(), ctrl_transport_.get(),
+        [this, transports, connection](const std::vector<std::string>& servers) {
+          auto& t = (*transports)[servers];
+          if (t == nullptr) {
+            t = std::make_unique<ds::client::KvPoolTransport>(Pool(servers), connection);
+          }
+          return t.get();
+        },
+        ds::client::ToRetryOptions(options_));
+  }
+
+ private:
+  ds::client::KvPool* Pool(const std::vector<std::string>& servers) {
+    absl::MutexLock lock(&mu_);
+    auto& p = group_pools_[servers];
+    if (p == nullptr) p = std::make_unique<ds::client::KvPool>(servers, conns_);
+    return p.get();
+  }
+
+  const ds::client::ClerkOptions options_;
+  const int conns_;
+  std::shared_ptr<ds::client::KvPool> pool_;
+  std::unique_ptr<ds::client::GrpcCtrlTransport> ctrl_transport_;
+  std::unique_ptr<ds::client::CtrlClient> ctrl_;
+  absl::Mutex mu_;
+  std::map<std::vector<std::string>, std::unique_ptr<ds::client::KvPool>> group_pools_;
 };
 
 // The q-quantile of latencies in microseconds, in milliseconds.
@@ -65,7 +165,10 @@ int main(int argc, char** argv) {
   for (auto& a : rewritten) args.push_back(a.data());
   ds::common::InitProcess(static_cast<int>(args.size()), args.data(), kUsageText);
 
-  auto endpoints = ds::client::ParseEndpoints(absl::GetFlag(FLAGS_endpoints));
+  const bool sharded =
+      absl::GetFlag(FLAGS_endpoints).empty() && !absl::GetFlag(FLAGS_controllers).empty();
+  auto endpoints = ds::client::ParseEndpoints(sharded ? absl::GetFlag(FLAGS_controllers)
+                                                      : absl::GetFlag(FLAGS_endpoints));
   const int clients = absl::GetFlag(FLAGS_clients);
   int conns = absl::GetFlag(FLAGS_conns);
   const double read_ratio = absl::GetFlag(FLAGS_read_ratio);
@@ -75,7 +178,7 @@ int main(int argc, char** argv) {
   const bool json = absl::GetFlag(FLAGS_write_out) == "json";
   std::string bad;
   if (!endpoints.ok())
-    bad = absl::StrCat("--endpoints: ", endpoints.status().message());
+    bad = absl::StrCat(sharded ? "--controllers: " : "--endpoints: ", endpoints.status().message());
   else if (clients < 1)
     bad = "--clients must be >= 1";
   else if (conns < 0)
@@ -98,7 +201,9 @@ int main(int argc, char** argv) {
 
   // The clients share `conns` Batch-stream connections to each replica:
   // client i uses connection i % conns.
-  auto pool = std::make_shared<ds::client::KvPool>(*endpoints, conns);
+  const ds::client::ClerkOptions clerk_options{.endpoints = *endpoints,
+                                               .operation_timeout = absl::GetFlag(FLAGS_timeout)};
+  Clients clients_of(clerk_options, conns, sharded);
   std::vector<ClientStats> stats(clients);
   std::atomic<int64_t> done_ops{0};
   std::atomic<bool> stop{false};
@@ -110,11 +215,35 @@ int main(int argc, char** argv) {
   // One client: each operation's callback records it and starts the next, so
   // no thread waits per client.
   struct Client {
-    std::unique_ptr<ds::client::AsyncClerk> clerk;
+    std::unique_ptr<BenchClient> clerk;
     absl::BitGen rng;
     absl::Time t0;
     bool read = false;
   };
+  // Keys of --skip-shard are never chosen: key-NNNNNNNN for N in `usable`.
+  std::vector<int> usable;
+  const int skip_shard = absl::GetFlag(FLAGS_skip_shard);
+  if (skip_shard >= 0) {
+    if (!sharded) {
+      std::cerr << "kvbench: --skip-shard needs --controllers\n";
+      return 2;
+    }
+    auto shards = clients_of.ShardCount();
+    if (!shards.ok()) {
+      std::cerr << "kvbench: reading the configuration: " << shards.status().message() << "\n";
+      return 1;
+    }
+    for (int k = 0; k < keys; ++k) {
+      if (static_cast<int>(ds::shardkv::KeyToShard(absl::StrFormat("key-%08d", k), *shards)) !=
+          skip_shard) {
+        usable.push_back(k);
+      }
+    }
+    if (usable.empty()) {
+      std::cerr << "kvbench: every key is in shard " << skip_shard << "\n";
+      return 2;
+    }
+  }
   std::vector<Client> cs(clients);
   std::function<void(int)> next = [&](int i) {
     Client& c = cs[i];
@@ -122,7 +251,9 @@ int main(int argc, char** argv) {
       finished.DecrementCount();
       return;
     }
-    std::string key = absl::StrFormat("key-%08d", absl::Uniform(c.rng, 0, keys));
+    const int k = usable.empty() ? absl::Uniform(c.rng, 0, keys)
+                                 : usable[absl::Uniform<size_t>(c.rng, 0, usable.size())];
+    std::string key = absl::StrFormat("key-%08d", k);
     c.read = absl::Bernoulli(c.rng, read_ratio);
     c.t0 = absl::Now();
     auto record = [&, i](const absl::Status& st) {
@@ -145,12 +276,7 @@ int main(int argc, char** argv) {
       c.clerk->Put(std::move(key), value, record);
     }
   };
-  for (int i = 0; i < clients; ++i) {
-    cs[i].clerk = std::make_unique<ds::client::AsyncClerk>(
-        ds::client::ClerkOptions{.endpoints = *endpoints,
-                                 .operation_timeout = absl::GetFlag(FLAGS_timeout)},
-        pool, i % conns);
-  }
+  for (int i = 0; i < clients; ++i) cs[i].clerk = clients_of.Make(i % conns);
   for (int i = 0; i < clients; ++i) next(i);
   // Progress line every 5 s.
   int64_t last_ops = 0;

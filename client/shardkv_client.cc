@@ -75,10 +75,10 @@ class ShardedKvCall final : public RetryingCall {
     absl::StatusOr<Location> where = client_->Where(KeyOf(request_));
     if (absl::Now() >= deadline()) {
       Reply r;
-      r.status = absl::DeadlineExceededError(
-          absl::StrCat(KeyOf(request_).empty() ? "request" : "key", ": no group served it within ",
-                       absl::FormatDuration(client_->options_.operation_timeout), "; last error: ",
-                       where.ok() ? last_error_ : std::string(where.status().message())));
+      r.status = absl::DeadlineExceededError(absl::StrCat(
+          KeyOf(request_).empty() ? "request" : "key", ": no group served it within ",
+          absl::FormatDuration(client_->options_.operation_timeout),
+          "; last error: ", where.ok() ? last_error_ : std::string(where.status().message())));
       return Abandon(std::move(r));
     }
     if (!where.ok()) {
@@ -167,8 +167,8 @@ absl::StatusOr<Location> ShardedKvClient::Where(std::string_view key) const {
     if (g.gid() == where.gid) where.servers.assign(g.servers().begin(), g.servers().end());
   }
   if (where.gid == 0 || where.servers.empty()) {
-    return absl::NotFoundError(absl::StrCat("shard ", where.shard, " has no group in configuration ",
-                                            config_.num()));
+    return absl::NotFoundError(
+        absl::StrCat("shard ", where.shard, " has no group in configuration ", config_.num()));
   }
   return where;
 }
@@ -250,8 +250,8 @@ absl::StatusOr<std::unique_ptr<ShardKvClerk>> ShardKvClerk::Create(ClerkOptions 
 ShardKvClerk::ShardKvClerk(ClerkOptions options)
     : options_(std::move(options)), ctrl_transport_(std::make_unique<GrpcCtrlTransport>(options_)) {
   const RetryOptions retry = ToRetryOptions(options_);
-  ctrl_ = std::make_unique<CtrlClient>(
-      ctrl_transport_.get(), std::make_shared<LeaderCache>(options_.endpoints), retry);
+  ctrl_ = std::make_unique<CtrlClient>(ctrl_transport_.get(),
+                                       std::make_shared<LeaderCache>(options_.endpoints), retry);
   client_ = std::make_unique<ShardedKvClient>(
       ctrl_.get(), ctrl_transport_.get(),
       [this](const std::vector<std::string>& servers) -> KvTransport* {

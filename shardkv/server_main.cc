@@ -14,7 +14,8 @@
 #include "shardkv/shardkv_service.h"
 #include "shardkv/shardkv_state_machine.h"
 
-ABSL_FLAG(uint64_t, gid, 0, "This replica's group id (> 0), as joined at the controller. Required.");
+ABSL_FLAG(uint64_t, gid, 0,
+          "This replica's group id (> 0), as joined at the controller. Required.");
 ABSL_FLAG(std::string, controllers, "",
           "Comma-separated shard controller addresses HOST:PORT. Required.");
 ABSL_FLAG(absl::Duration, poll_interval, absl::Milliseconds(100),
@@ -90,9 +91,9 @@ int main(int argc, char** argv) {
   if (!server.ok()) return ds::rsm::FailStart(kProgram, server.status());
 
   ds::shardkv::ShardKvBackend backend;
-  ds::kv::KvServiceImpl kv({.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes),
-                            .backend = &backend},
-                           &(*server)->context());
+  ds::kv::KvServiceImpl kv(
+      {.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes), .backend = &backend},
+      &(*server)->context());
   ds::shardkv::MigrationServiceImpl migration(&(*server)->context());
   (*server)->AddService(&kv, [&kv] { kv.CloseStreams(); });
   (*server)->AddService(&migration);
@@ -107,10 +108,10 @@ int main(int argc, char** argv) {
   if (!ctrl.ok()) return ds::rsm::FailStart(kProgram, ctrl.status());
   Controller controller(std::move(*ctrl));
   ds::shardkv::GrpcPeerGroups groups(retry);
-  ds::shardkv::ShardKvDriver driver(
-      {.poll_interval = absl::GetFlag(FLAGS_poll_interval),
-       .chunk_bytes = absl::GetFlag(FLAGS_migration_chunk_bytes)},
-      &(*server)->rsm(), &sm, &controller, &groups, (*server)->logger());
+  ds::shardkv::ShardKvDriver driver({.poll_interval = absl::GetFlag(FLAGS_poll_interval),
+                                     .chunk_bytes = absl::GetFlag(FLAGS_migration_chunk_bytes)},
+                                    &(*server)->rsm(), &sm, &controller, &groups,
+                                    (*server)->logger());
   driver.Start();
   const int code = (*server)->Run();
   driver.Stop();

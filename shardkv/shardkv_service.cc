@@ -51,12 +51,13 @@ void HandleMigrationRequest(const rsm::ReplicaContext& replica, pb::MigrationReq
       pb::ShardKvCommand cmd;
       cmd.mutable_delete_shard()->set_config_num(req.delete_().config_num());
       cmd.mutable_delete_shard()->set_shard(req.delete_().shard());
-      SubmitInternal(replica.rsm(), cmd, deadline,
-                     [&replica, resp = std::move(resp), done = std::move(done)](absl::Status s) mutable {
-                       if (s.ok()) resp.mutable_delete_();
-                       replica.FillReply(s, resp.mutable_status());
-                       done(std::move(resp));
-                     });
+      SubmitInternal(
+          replica.rsm(), cmd, deadline,
+          [&replica, resp = std::move(resp), done = std::move(done)](absl::Status s) mutable {
+            if (s.ok()) resp.mutable_delete_();
+            replica.FillReply(s, resp.mutable_status());
+            done(std::move(resp));
+          });
       return;
     }
     default:

@@ -73,10 +73,10 @@ absl::StatusOr<uint32_t> ShardKvStateMachine::ServingShard(std::string_view key)
   const uint32_t count = static_cast<uint32_t>(current_.shards_size());
   const uint32_t shard = KeyToShard(key, count);
   if (count == 0 || !Serves(shards_[shard].state)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "wrong group: shard ", shard, " is not served by group ", gid_, " (",
-        count == 0 ? "no configuration yet" : StateName(shards_[shard].state),
-        " in configuration ", current_.num(), ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("wrong group: shard ", shard, " is not served by group ", gid_, " (",
+                     count == 0 ? "no configuration yet" : StateName(shards_[shard].state),
+                     " in configuration ", current_.num(), ")"));
   }
   return shard;
 }
@@ -109,12 +109,13 @@ absl::Status ShardKvStateMachine::ApplyConfig(const ctrl::pb::Config& config) {
   // stale or early proposal (a leader's retry, a replay) changes nothing.
   if (config.num() != current_.num() + 1 || !SettledLocked()) return absl::OkStatus();
   if (current_.num() > 0 && config.shards_size() != current_.shards_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "configuration ", config.num(), " has ", config.shards_size(), " shards, configuration ",
-        current_.num(), " had ", current_.shards_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("configuration ", config.num(), " has ", config.shards_size(),
+                     " shards, configuration ", current_.num(), " had ", current_.shards_size()));
   }
   if (config.shards_size() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("configuration ", config.num(), " has no shards"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("configuration ", config.num(), " has no shards"));
   }
   if (shards_.empty()) shards_.resize(config.shards_size());
   for (int s = 0; s < config.shards_size(); ++s) {
@@ -192,8 +193,8 @@ absl::StatusOr<pb::PullShardResponse> ShardKvStateMachine::Pull(
   if (current_.num() > req.config_num() || req.shard() >= shards_.size() ||
       shards_[req.shard()].state != pb::SHARD_HANDING_OFF) {
     return absl::FailedPreconditionError(
-        absl::StrCat("group ", gid_, " does not hand off shard ", req.shard(),
-                     " at configuration ", req.config_num(), " (at ", current_.num(), ")"));
+        absl::StrCat("group ", gid_, " does not hand off shard ", req.shard(), " at configuration ",
+                     req.config_num(), " (at ", current_.num(), ")"));
   }
   pb::PullShardResponse resp;
   const uint64_t max_bytes = req.max_bytes() > 0 ? req.max_bytes() : (1u << 20);

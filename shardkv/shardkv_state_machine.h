@@ -83,9 +83,9 @@ class ShardKvStateMachine final : public rsm::Application {
   // Status need, as of the last applied entry. Thread-safe.
   struct View {
     uint64_t gid = 0;
-    ctrl::pb::Config current;   // num 0: no configuration yet
+    ctrl::pb::Config current;  // num 0: no configuration yet
     ctrl::pb::Config previous;
-    std::vector<pb::ShardState> states;  // per shard of `current`
+    std::vector<pb::ShardState> states;   // per shard of `current`
     std::vector<uint64_t> staged_chunks;  // pulling shards: chunks staged
     std::vector<std::string> last_staged_key;
     // Keys held per shard (read when the view is taken, so current).
