@@ -61,7 +61,7 @@ for b in mr-coordinator mr-worker mrrun mr-sequential kvraft-server kvctl kvbenc
   fi
 done
 
-for part in kvraft shardctrler mapreduce; do
+for part in kvraft shardctrler shardkv mapreduce; do
   if [ -x "scripts/demo-$part.sh" ]; then
     echo
     echo "==== demo: $part"

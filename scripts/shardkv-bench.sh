@@ -61,10 +61,12 @@ cpu_sum() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(ticks "$p"))); done;
 
 echo "shardkv-bench $MODE: $(nproc) cores, $(uptime | sed 's/.*load/load/'), $(date -u +%FT%TZ)"
 if [ "$MODE" = load ]; then
-  for groups in $GROUP_COUNTS; do
-    for ratio in 0 0.9; do
-      results=()
-      for run in $(seq "$RUNS"); do
+  # Rounds alternate the points (the machine drifts over minutes): round 1
+  # runs every point once, then round 2, ...; medians per point at the end.
+  declare -A results
+  for run in $(seq "$RUNS"); do
+    for groups in $GROUP_COUNTS; do
+      for ratio in 0 0.9; do
         start_cluster "$groups"
         "$BIN/kvctl" --timeout=20s ctrl join $(for g in $(seq 1 "$groups"); do echo "$((100 + g))=$(servers "$g")"; done) >/dev/null
         "$BIN/kvctl" --timeout=20s put warm up >/dev/null
@@ -74,12 +76,16 @@ if [ "$MODE" = load ]; then
           --read-ratio="$ratio" --duration="$DUR" --keys=10000 --value-size=256 -w json)
         ops=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ops"])' "$out")
         us=$(( ($(cpu_sum) - before) * 10000 / (ops > 0 ? ops : 1) ))
-        echo "groups=$groups $out servers_cpu_per_op=${us}us"
-        results+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ops_per_sec"])' "$out")")
+        echo "round=$run groups=$groups $out servers_cpu_per_op=${us}us"
+        results[$groups/$ratio]+="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ops_per_sec"])' "$out") "
         stop
       done
-      median=$(printf '%s\n' "${results[@]}" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-      echo "== groups=$groups read_ratio=$ratio: median ${median} ops/s over $RUNS runs"
+    done
+  done
+  for groups in $GROUP_COUNTS; do
+    for ratio in 0 0.9; do
+      median=$(printf '%s\n' ${results[$groups/$ratio]} | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+      echo "== groups=$groups read_ratio=$ratio: median ${median} ops/s over $RUNS runs (${results[$groups/$ratio]% })"
     done
   done
 elif [ "$MODE" = migrate ]; then

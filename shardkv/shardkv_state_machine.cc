@@ -164,9 +164,8 @@ void ShardKvStateMachine::ApplyInstallDone(const pb::InstallDone& done,
   shard.state = pb::SHARD_GC_PENDING;  // served from now on
   // Exactly-once across the move: a command the previous owner applied and
   // answered, retried here, must find its session here.
-  for (const rsm::pb::ClientSession& s : done.sessions().sessions()) {
-    context.sessions->Merge(s, context.clock_unix_micros);
-  }
+  // Sessions the previous owner forgot stay refused here too (MergeTable).
+  context.sessions->MergeTable(done.sessions(), context.clock_unix_micros);
 }
 
 void ShardKvStateMachine::ApplyDeleteShard(const pb::DeleteShardCommand& del) {

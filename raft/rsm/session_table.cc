@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace ds::rsm {
@@ -79,10 +80,24 @@ void SessionTable::Record(uint64_t client_id, uint64_t sequence, std::string res
   Touch(client_id, session, now_unix_micros);
 }
 
+void SessionTable::Forget(uint64_t client_id) {
+  auto it = sessions_.find(client_id);
+  watermark_unix_micros_ = std::max(watermark_unix_micros_, it->second.created_unix_micros);
+  by_activity_.erase({it->second.last_active_unix_micros, client_id});
+  sessions_.erase(it);
+}
+
 void SessionTable::Merge(const pb::ClientSession& other, int64_t now_unix_micros) {
+  MergeSession(other, now_unix_micros, watermark_unix_micros_);
+}
+
+void SessionTable::MergeSession(const pb::ClientSession& other, int64_t now_unix_micros,
+                                int64_t forgot_up_to_unix_micros) {
   if (other.client_id() == 0) return;
   auto it = sessions_.find(other.client_id());
   if (it == sessions_.end()) {
+    // Possibly forgotten here after a later command than the other table saw.
+    if (other.created_unix_micros() <= forgot_up_to_unix_micros) return;
     Open(MakeSessionRef(other.client_id(), other.created_unix_micros(), 0), now_unix_micros);
     Record(other.client_id(), other.last_sequence(), other.last_result(), now_unix_micros);
     return;
@@ -90,6 +105,26 @@ void SessionTable::Merge(const pb::ClientSession& other, int64_t now_unix_micros
   // Another creation time is another client that drew the same id: keep ours.
   if (it->second.created_unix_micros != other.created_unix_micros()) return;
   Record(other.client_id(), other.last_sequence(), other.last_result(), now_unix_micros);
+}
+
+void SessionTable::MergeTable(const pb::SessionTableState& other, int64_t now_unix_micros) {
+  const int64_t ours = watermark_unix_micros_;
+  const int64_t theirs = other.watermark_unix_micros();
+  if (theirs > 0) {
+    absl::flat_hash_set<uint64_t> known_there;
+    known_there.reserve(other.sessions_size());
+    for (const pb::ClientSession& s : other.sessions()) known_there.insert(s.client_id());
+    std::vector<uint64_t> forget;
+    for (const auto& [id, session] : sessions_) {
+      if (session.created_unix_micros <= theirs && !known_there.contains(id)) forget.push_back(id);
+    }
+    std::sort(forget.begin(), forget.end());  // the same order on every replica
+    for (uint64_t id : forget) Forget(id);
+    watermark_unix_micros_ = std::max(watermark_unix_micros_, theirs);
+  }
+  // Sessions the other table knows are safe to add unless this table forgot
+  // them itself (created at or before its own watermark before this merge).
+  for (const pb::ClientSession& s : other.sessions()) MergeSession(s, now_unix_micros, ours);
 }
 
 int64_t SessionTable::ExpireIdle(int64_t now_unix_micros) {

@@ -103,8 +103,20 @@ class SessionTable {
   // `now_unix_micros`, evicting the least recently used first if the table is
   // full); known with the same creation time, it keeps whichever of the two
   // has the later sequence. Either way the result is as if this table had
-  // seen the other's commands too, so none of them is applied twice.
+  // seen the other's commands too, so none of them is applied twice. An
+  // unknown session created at or before this table's watermark is left out:
+  // this table may have forgotten it after applying a later command than the
+  // other table saw, so it must stay refused (kExpired).
   void Merge(const pb::ClientSession& other, int64_t now_unix_micros);
+
+  // Takes in a whole table (the previous owner's, with a shard): every session
+  // as Merge() does, and the other table's watermark too. A session this table
+  // knows that was created at or before the other's watermark but is not in
+  // the other table may have had a command applied there and then forgotten,
+  // above the sequence this table knows; it is forgotten here as well, so its
+  // retry is refused (kExpired) rather than applied twice. Its client's next
+  // command, never sent before, is re-sent by the client under a new session.
+  void MergeTable(const pb::SessionTableState& other, int64_t now_unix_micros);
 
   int64_t size() const { return static_cast<int64_t>(sessions_.size()); }
   int64_t watermark_unix_micros() const { return watermark_unix_micros_; }
@@ -128,6 +140,11 @@ class SessionTable {
   void Touch(uint64_t client_id, Session& session, int64_t now_unix_micros);
   // Removes the least recently active session, raising the watermark.
   void ForgetOldest();
+  // Removes `client_id`'s session (known), raising the watermark.
+  void Forget(uint64_t client_id);
+  // Merge() with the watermark below which an unknown session is left out.
+  void MergeSession(const pb::ClientSession& other, int64_t now_unix_micros,
+                    int64_t forgot_up_to_unix_micros);
 
   SessionOptions options_;
   absl::flat_hash_map<uint64_t, Session> sessions_;

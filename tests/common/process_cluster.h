@@ -3,10 +3,12 @@
 // for multi-process tests: reserved ports, one data directory per replica
 // under a temporary directory (removed at the end), kill -9 / SIGSTOP /
 // SIGCONT / restart, and the leader as the replicas report it.
+// ShardedProcessCluster: a shard controller and shardkv groups side by side.
 #pragma once
 
 #include <stdlib.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -146,6 +148,104 @@ class ProcessCluster {
   std::vector<std::string> endpoints_;
   std::vector<common::PortReservation> ports_;
   std::vector<std::unique_ptr<common::Subprocess>> procs_;
+};
+
+// Raft timing for tests (elections within about a second), warnings only.
+inline std::vector<std::string> FastRaftFlags() {
+  return {"--tick-interval=50ms", "--election-ticks=10", "--log-level=warn"};
+}
+
+// Clerk::Create(options) (CtrlClerk, ShardKvClerk, ...), which must succeed:
+// the test fails and aborts otherwise.
+template <typename Clerk, typename Options>
+std::unique_ptr<Clerk> MustCreate(Options options) {
+  auto c = Clerk::Create(std::move(options));
+  if (!c.ok()) {
+    ADD_FAILURE() << "Create: " << c.status();
+    std::abort();
+  }
+  return std::move(*c);
+}
+
+// Several replica groups side by side, as the sharded KV service runs: a
+// shard controller (a ProcessCluster of shardctrler-server) and replica
+// groups of shardkv-server, each a ProcessCluster of its own started with
+// --gid=G and --controllers naming the controller's replicas. No group is
+// joined: that is the test's move (kvctl ctrl join JoinArg(G) ...).
+class ShardedProcessCluster {
+ public:
+  struct Options {
+    int controller_replicas = 3;
+    std::vector<uint64_t> gids = {1, 2, 3};  // one group each, in this order
+    int group_replicas = 3;
+    std::vector<std::string> controller_flags;  // to every controller replica
+    std::vector<std::string> group_flags;       // to every replica of every group
+
+    // Groups `gids`, FastRaftFlags() everywhere; the groups' leaders look for
+    // new configurations, shards to pull and shards to release every 50 ms.
+    static Options Fast(std::vector<uint64_t> gids) {
+      Options o;
+      o.gids = std::move(gids);
+      o.controller_flags = FastRaftFlags();
+      o.group_flags = FastRaftFlags();
+      o.group_flags.push_back("--poll-interval=50ms");
+      return o;
+    }
+  };
+
+  explicit ShardedProcessCluster(Options options)
+      : controllers_("shardctrler-server", options.controller_replicas,
+                     std::move(options.controller_flags)),
+        gids_(std::move(options.gids)) {
+    for (uint64_t gid : gids_) {
+      std::vector<std::string> flags = {absl::StrCat("--gid=", gid),
+                                        "--controllers=" + controllers_.endpoints_flag()};
+      flags.insert(flags.end(), options.group_flags.begin(), options.group_flags.end());
+      groups_.push_back(
+          std::make_unique<ProcessCluster>("shardkv-server", options.group_replicas, flags));
+    }
+  }
+
+  ProcessCluster& controllers() { return controllers_; }
+  const std::vector<uint64_t>& gids() const { return gids_; }
+  // The group `gid` (one of gids()).
+  ProcessCluster& group(uint64_t gid) {
+    for (size_t k = 0; k < gids_.size(); ++k) {
+      if (gids_[k] == gid) return *groups_[k];
+    }
+    std::abort();
+  }
+  // "G=HOST:PORT,HOST:PORT,...": the argument of kvctl ctrl join for `gid`.
+  std::string JoinArg(uint64_t gid) { return absl::StrCat(gid, "=", group(gid).endpoints_flag()); }
+
+  // Every replica of the controller and of every group answers its health check.
+  absl::Status WaitAllHealthy() {
+    if (absl::Status st = controllers_.WaitAllHealthy(); !st.ok()) return st;
+    for (auto& g : groups_) {
+      if (absl::Status st = g->WaitAllHealthy(); !st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
+
+  // The last `bytes` of every replica's log (for failure messages).
+  std::string Logs(size_t bytes = 2000) {
+    std::string out;
+    for (int i = 0; i < controllers_.size(); ++i) {
+      absl::StrAppend(&out, "--- controller ", i + 1, ":\n", controllers_.LogTail(i, bytes), "\n");
+    }
+    for (size_t k = 0; k < gids_.size(); ++k) {
+      for (int i = 0; i < groups_[k]->size(); ++i) {
+        absl::StrAppend(&out, "--- group ", gids_[k], " replica ", i + 1, ":\n",
+                        groups_[k]->LogTail(i, bytes), "\n");
+      }
+    }
+    return out;
+  }
+
+ private:
+  ProcessCluster controllers_;
+  const std::vector<uint64_t> gids_;
+  std::vector<std::unique_ptr<ProcessCluster>> groups_;  // in the order of gids_
 };
 
 }  // namespace ds::testing

@@ -10,6 +10,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/kvraft/recorded_ops.h"
 
 namespace ds::kv::lab3 {
 
@@ -28,18 +29,6 @@ ClusterOptions Named(ClusterOptions options) {
 
 Cluster::Cluster(ClusterOptions options)
     : ReplicaGroup(Named(std::move(options)), [] { return std::make_unique<KvStateMachine>(); }) {}
-
-lincheck::HistoryRecorder& Cluster::history() {
-  absl::MutexLock lock(&mu_);
-  return *history_;
-}
-
-std::vector<lincheck::Operation> Cluster::TakeHistory() {
-  absl::MutexLock lock(&mu_);
-  std::vector<lincheck::Operation> ops = history_->Snapshot();
-  history_ = std::make_unique<lincheck::HistoryRecorder>();
-  return ops;
-}
 
 std::unique_ptr<Clerk> Cluster::MakeClerk(std::vector<int> servers) {
   if (servers.empty()) servers = All();
@@ -89,38 +78,17 @@ void Clerk::ConnectTo(std::vector<int> servers) {
 client::SessionState Clerk::session() const { return client_->session(); }
 
 absl::Status Clerk::Put(const std::string& key, const std::string& value) {
-  lincheck::HistoryRecorder& history = cluster_->history();
-  auto h = history.Begin(label_, lincheck::OpKind::kPut, key, value);
-  absl::Status st = client::Await<absl::Status>(
-      [&](std::function<void(absl::Status)> cb) { client_->Put(key, value, std::move(cb)); });
-  // On failure the outcome stays unknown in the history (no End).
-  if (st.ok()) history.End(h);
-  return st;
+  return kv::RecordedWrite(cluster_->history(), label_, *client_, lincheck::OpKind::kPut, key,
+                           value);
 }
 
 absl::Status Clerk::Append(const std::string& key, const std::string& value) {
-  lincheck::HistoryRecorder& history = cluster_->history();
-  auto h = history.Begin(label_, lincheck::OpKind::kAppend, key, value);
-  absl::Status st = client::Await<absl::Status>(
-      [&](std::function<void(absl::Status)> cb) { client_->Append(key, value, std::move(cb)); });
-  if (st.ok()) history.End(h);
-  return st;
+  return kv::RecordedWrite(cluster_->history(), label_, *client_, lincheck::OpKind::kAppend, key,
+                           value);
 }
 
 absl::StatusOr<std::string> Clerk::Get(const std::string& key) {
-  lincheck::HistoryRecorder& history = cluster_->history();
-  auto h = history.Begin(label_, lincheck::OpKind::kGet, key);
-  absl::StatusOr<client::GetResult> r = client::Await<absl::StatusOr<client::GetResult>>(
-      [&](std::function<void(absl::StatusOr<client::GetResult>)> cb) {
-        client_->Get(key, std::move(cb));
-      });
-  if (!r.ok()) {
-    // A read that never returned has no effect on the history.
-    history.Discard(h);
-    return r.status();
-  }
-  history.End(h, r->value);
-  return r->value;
+  return kv::RecordedGet(cluster_->history(), label_, *client_, key);
 }
 
 // ---------------------------------------------------------------------------

@@ -46,17 +46,15 @@ class Cluster : public rsm::testing::ReplicaGroup {
 
   // Where clerks record operations. TakeHistory() returns what was recorded
   // and starts a new history; call it only while no clerk is in an operation.
-  lincheck::HistoryRecorder& history() ABSL_LOCKS_EXCLUDED(mu_);
-  std::vector<lincheck::Operation> TakeHistory() ABSL_LOCKS_EXCLUDED(mu_);
+  lincheck::HistoryRecorder& history() { return history_; }
+  std::vector<lincheck::Operation> TakeHistory() { return history_.Take(); }
 
   // A clerk that reaches `servers` (default: all).
   std::unique_ptr<Clerk> MakeClerk(std::vector<int> servers = {});
 
  private:
   std::atomic<int64_t> next_clerk_label_{1};  // names clerks in histories
-  mutable absl::Mutex mu_;
-  std::unique_ptr<lincheck::HistoryRecorder> history_ ABSL_GUARDED_BY(mu_) =
-      std::make_unique<lincheck::HistoryRecorder>();
+  lincheck::HistoryRecorder history_;
 };
 
 class Clerk {

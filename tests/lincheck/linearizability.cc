@@ -660,13 +660,14 @@ HistoryRecorder::Handle HistoryRecorder::Begin(int64_t client_id, OpKind kind, s
   absl::MutexLock lock(&mu_);
   ops_.push_back(std::move(op));
   discarded_.push_back(false);
-  return static_cast<Handle>(ops_.size() - 1);
+  return taken_ + static_cast<Handle>(ops_.size() - 1);
 }
 
 void HistoryRecorder::End(Handle handle, std::string output, std::optional<bool> found) {
   const int64_t now = NowNanos();
   absl::MutexLock lock(&mu_);
-  Operation& op = ops_[handle];
+  if (handle < taken_) return;  // begun before Take()
+  Operation& op = ops_[handle - taken_];
   op.output = std::move(output);
   op.found = found;
   op.return_time = std::max(now, op.call_time);
@@ -674,7 +675,8 @@ void HistoryRecorder::End(Handle handle, std::string output, std::optional<bool>
 
 void HistoryRecorder::Discard(Handle handle) {
   absl::MutexLock lock(&mu_);
-  discarded_[handle] = true;
+  if (handle < taken_) return;
+  discarded_[handle - taken_] = true;
 }
 
 std::vector<Operation> HistoryRecorder::Snapshot() const {
@@ -683,6 +685,18 @@ std::vector<Operation> HistoryRecorder::Snapshot() const {
   for (size_t i = 0; i < ops_.size(); ++i) {
     if (!discarded_[i]) out.push_back(ops_[i]);
   }
+  return out;
+}
+
+std::vector<Operation> HistoryRecorder::Take() {
+  absl::MutexLock lock(&mu_);
+  std::vector<Operation> out;
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    if (!discarded_[i]) out.push_back(std::move(ops_[i]));
+  }
+  taken_ += static_cast<Handle>(ops_.size());
+  ops_.clear();
+  discarded_.clear();
   return out;
 }
 

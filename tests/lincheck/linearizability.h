@@ -96,6 +96,9 @@ class HistoryRecorder {
   void Discard(Handle handle) ABSL_LOCKS_EXCLUDED(mu_);
 
   std::vector<Operation> Snapshot() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Snapshot(), and starts a new history: an operation begun before and ended
+  // after is in neither (End() and Discard() ignore its handle).
+  std::vector<Operation> Take() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   int64_t NowNanos() const;
@@ -104,6 +107,7 @@ class HistoryRecorder {
   mutable absl::Mutex mu_;
   std::vector<Operation> ops_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> discarded_ ABSL_GUARDED_BY(mu_);
+  Handle taken_ ABSL_GUARDED_BY(mu_) = 0;  // operations before the last Take()
 };
 
 }  // namespace ds::lincheck

@@ -57,12 +57,19 @@ spdlog::level::level_enum LogLevel() {
 }  // namespace
 
 ReplicaGroup::ReplicaGroup(ReplicaGroupOptions options, AppFactory make_app)
-    : options_(std::move(options)), make_app_(std::move(make_app)), net_(options_.seed) {
+    : ReplicaGroup(std::move(options), std::move(make_app), nullptr) {}
+
+ReplicaGroup::ReplicaGroup(ReplicaGroupOptions options, AppFactory make_app,
+                           CompanionFactory make_companion)
+    : options_(std::move(options)),
+      make_app_(std::move(make_app)),
+      make_companion_(std::move(make_companion)),
+      net_(options_.seed) {
   net_.SetReliable(!options_.unreliable);
   net_.SetDuplicatePerMille(options_.duplicate_per_mille);
   for (int i = 0; i < n(); ++i) {
     storage_.push_back(std::make_shared<raft::MemoryStorage>());
-    endpoints_.push_back(absl::StrCat("r", Id(i)));
+    endpoints_.push_back(absl::StrCat(options_.endpoint_prefix, "r", Id(i)));
   }
   {
     absl::MutexLock lock(&mu_);
@@ -114,6 +121,7 @@ void ReplicaGroup::StartServer(int i) {
   service.name = options_.name;
   for (int j = 0; j < n(); ++j) service.addresses[Id(j)] = endpoints_[j];
   r->context = std::make_unique<ReplicaContext>(std::move(service), r->rsm.get(), r->sm.get());
+  if (make_companion_) r->companion = make_companion_(i, *r);
   absl::MutexLock lock(&mu_);
   replicas_[i] = std::move(r);
 }
@@ -125,10 +133,17 @@ void ReplicaGroup::ShutdownServer(int i) {
     r.swap(replicas_[i]);
   }
   if (r == nullptr) return;
+  // The companion acts on the Rsm: it stops first.
+  if (r->companion != nullptr) r->companion->Stop();
   // Stop joins the Raft and apply threads: nothing writes to the disk after
   // this, even if a client's call still holds `r`.
   r->rsm->Stop();
   storage_[i]->SimulateCrash();
+}
+
+void ReplicaGroup::StopCompanion(int i) {
+  std::shared_ptr<Replica> r = Get(i);
+  if (r != nullptr && r->companion != nullptr) r->companion->Stop();
 }
 
 std::shared_ptr<Replica> ReplicaGroup::Get(int i) const {

@@ -68,6 +68,20 @@ struct ReplicaGroupOptions {
   uint64_t seed = 1;
   // Names the replicas' loggers ("kv" gives kv-1, kv-2, ...).
   std::string name = "replica";
+  // Prefixes the replicas' client addresses: "g100-" gives g100-r1, g100-r2,
+  // ... (shardkv's harness lists them in configurations). Default: none.
+  std::string endpoint_prefix;
+};
+
+// Something that runs beside one replica incarnation and acts on its Rsm
+// (shardkv's driver): made and started once the Rsm runs, stopped before the
+// Rsm stops (a crash, or the group going away), so that it never acts on a
+// stopped replica.
+class ReplicaCompanion {
+ public:
+  virtual ~ReplicaCompanion() = default;
+  // Stops it; returns once it no longer acts. Idempotent.
+  virtual void Stop() = 0;
 };
 
 // One replica incarnation, as its request path sees it.
@@ -76,14 +90,23 @@ struct Replica {
   std::unique_ptr<SessionStateMachine> sm;  // over app
   std::unique_ptr<raft::Rsm> rsm;           // over sm
   std::unique_ptr<ReplicaContext> context;  // over rsm
+  // Last: destroyed first. Null without a CompanionFactory.
+  std::unique_ptr<ReplicaCompanion> companion;
 };
 
 class ReplicaGroup {
  public:
   using AppFactory = std::function<std::unique_ptr<Application>()>;
+  // Makes and starts the companion of replica `i`'s incarnation `replica`
+  // (whose Rsm runs); it is stopped before that incarnation's Rsm.
+  using CompanionFactory =
+      std::function<std::unique_ptr<ReplicaCompanion>(int i, const Replica& replica)>;
 
   // Starts every replica with a fresh application from `make_app`.
   ReplicaGroup(ReplicaGroupOptions options, AppFactory make_app);
+  // The same, and each replica incarnation with a companion from
+  // `make_companion`.
+  ReplicaGroup(ReplicaGroupOptions options, AppFactory make_app, CompanionFactory make_companion);
   ~ReplicaGroup();
   ReplicaGroup(const ReplicaGroup&) = delete;
   ReplicaGroup& operator=(const ReplicaGroup&) = delete;
@@ -98,8 +121,13 @@ class ReplicaGroup {
   const std::vector<std::string>& endpoints() const { return endpoints_; }
   static uint64_t Id(int i) { return static_cast<uint64_t>(i) + 1; }
 
-  // Crash: stop replica i and lose its unsynced writes. Idempotent.
+  // Crash: stop replica i (its companion first) and lose its unsynced
+  // writes. Idempotent.
   void ShutdownServer(int i) ABSL_LOCKS_EXCLUDED(mu_);
+  // Stops replica i's companion only (the replica keeps running), for
+  // example so that a group's companions all stop while the group can still
+  // commit what they are waiting for. Idempotent; nothing if it is down.
+  void StopCompanion(int i) ABSL_LOCKS_EXCLUDED(mu_);
   // Restart replica i from its storage (after ShutdownServer).
   void StartServer(int i) ABSL_LOCKS_EXCLUDED(mu_);
   // Replica i, or nullptr while it is down. Holding it keeps the incarnation
@@ -120,12 +148,16 @@ class ReplicaGroup {
   // largest over the replicas: 6.824's LogSize() and SnapshotSize().
   uint64_t LogSize() const;
   uint64_t SnapshotSize() const;
+  // The same for replica i alone (whether it is up or down).
+  uint64_t RaftStateBytes(int i) const { return storage_[i]->RaftStateBytes(); }
+  uint64_t SnapshotBytes(int i) const { return storage_[i]->SnapshotBytes(); }
 
   uint64_t NextSeed() { return seed_counter_.fetch_add(1) * 0x9e3779b97f4a7c15ull + options_.seed; }
 
  private:
   const ReplicaGroupOptions options_;
   const AppFactory make_app_;
+  const CompanionFactory make_companion_;
   Network net_;
   std::vector<std::string> endpoints_;
   std::atomic<uint64_t> seed_counter_{1};

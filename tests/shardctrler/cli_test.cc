@@ -20,67 +20,25 @@
 #include "common/net.h"
 #include "common/subprocess.h"
 #include "gtest/gtest.h"
+#include "tests/common/kvctl_runner.h"
 #include "tests/common/process_cluster.h"
 
 namespace ds::ctrl {
 namespace {
 
 using ::ds::testing::ProcessCluster;
+using Result = ::ds::testing::KvctlResult;
+using ::ds::testing::Failed;
+using ::ds::testing::Printed;
 
 const std::vector<std::string> kFlags = {"--tick-interval=50ms", "--election-ticks=10",
                                          "--log-level=warn"};
 
-struct Result {
-  std::string command;  // kvctl's arguments
-  int code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-  absl::Duration took;
-};
-
-std::ostream& operator<<(std::ostream& os, const Result& r) {
-  return os << "kvctl " << r.command << ": exit " << r.code << " after "
-            << absl::FormatDuration(r.took) << "\nstdout:\n"
-            << r.out << "stderr:\n"
-            << r.err;
-}
-
 class KvctlCtrl : public ::testing::Test {
  protected:
-  void SetUp() override {
-    // The tests choose the controllers; none may leak in from the caller.
-    unsetenv("KVCTL_CONTROLLERS");
-    std::string tmpl = ::testing::TempDir() + "/kvctl_ctrl_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-
-  // Runs kvctl with `args` (and `env` added to the environment), stdout and
-  // stderr apart: a shell in front sends stderr to its own file.
+  // Runs kvctl with `args` (and `env` added to the environment).
   Result Kvctl(const std::vector<std::string>& args, std::vector<std::string> env = {}) {
-    const std::string out = absl::StrCat(dir_, "/", runs_, ".out");
-    const std::string err = absl::StrCat(dir_, "/", runs_++, ".err");
-    std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>\"$KVCTL_TEST_STDERR\"",
-                                     common::BinaryPath("kvctl")};
-    argv.insert(argv.end(), args.begin(), args.end());
-    env.push_back("KVCTL_TEST_STDERR=" + err);
-    const absl::Time start = absl::Now();
-    auto p = common::Subprocess::Start({.argv = argv, .log_path = out, .env = env});
-    EXPECT_TRUE(p.ok()) << p.status();
-    if (!p.ok()) return {};
-    const std::optional<int> code = (*p)->WaitFor(absl::Seconds(60));
-    Result r;
-    r.command = absl::StrJoin(args, " ");
-    r.took = absl::Now() - start;
-    EXPECT_TRUE(code.has_value()) << "kvctl " << absl::StrJoin(args, " ") << " hung";
-    r.code = code.value_or(-1);
-    r.out = Read(out);
-    r.err = Read(err);
-    return r;
+    return kvctl_.Run(args, std::move(env));
   }
 
   // Kvctl with --controllers for `cluster`.
@@ -89,38 +47,13 @@ class KvctlCtrl : public ::testing::Test {
     return Kvctl(args);
   }
 
-  static std::string Read(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
-  std::string dir_;
-  int runs_ = 0;
+  ::ds::testing::KvctlRunner kvctl_;
 };
 
 // A 3-replica controller, healthy, with a leader.
 void StartCluster(ProcessCluster& cluster) {
   ASSERT_TRUE(cluster.WaitAllHealthy().ok());
   ASSERT_GE(cluster.WaitForLeader(), 0);
-}
-
-// Exit 0, exactly `want` on stdout, nothing on stderr.
-::testing::AssertionResult Printed(const Result& r, const std::string& want) {
-  if (r.code == 0 && r.out == want && r.err.empty()) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "want exit 0 and stdout:\n" << want << "got " << r;
-}
-
-// Exit `code`, nothing on stdout, and on stderr a "kvctl: " error that
-// contains `why`.
-::testing::AssertionResult Failed(const Result& r, int code, const std::string& why) {
-  if (r.code == code && r.out.empty() && absl::StartsWith(r.err, "kvctl: ") &&
-      absl::StrContains(r.err, why)) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure()
-         << "want exit " << code << " and \"kvctl: ...'" << why << "'...\" on stderr; got " << r;
 }
 
 TEST_F(KvctlCtrl, JoinLeaveMoveQueryText) {

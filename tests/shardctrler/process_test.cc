@@ -77,14 +77,10 @@ std::string Logs(ProcessCluster& cluster) {
 
 std::unique_ptr<client::CtrlClerk> NewClerk(const ProcessCluster& cluster,
                                             absl::Duration op_timeout) {
-  auto c = client::CtrlClerk::Create({.endpoints = cluster.endpoints(),
-                                      .operation_timeout = op_timeout,
-                                      .attempt_timeout = absl::Milliseconds(500)});
-  if (!c.ok()) {
-    ADD_FAILURE() << "CtrlClerk::Create: " << c.status();
-    std::abort();
-  }
-  return std::move(*c);
+  return ::ds::testing::MustCreate<client::CtrlClerk>(
+      client::ClerkOptions{.endpoints = cluster.endpoints(),
+                           .operation_timeout = op_timeout,
+                           .attempt_timeout = absl::Milliseconds(500)});
 }
 
 // Every configuration, 0 to the latest, as the current leader serves them.
