@@ -69,6 +69,7 @@ class ShardedKvCall final : public RetryingCall {
   void Route(bool refresh) {
     auto self = std::static_pointer_cast<ShardedKvCall>(shared_from_this());
     if (refresh) {
+      refreshed_ = true;
       client_->Refresh([self](absl::Status) { self->Route(false); });
       return;
     }
@@ -81,8 +82,12 @@ class ShardedKvCall final : public RetryingCall {
           "; last error: ", where.ok() ? last_error_ : std::string(where.status().message())));
       return Abandon(std::move(r));
     }
+    if (!where.ok() && !refreshed_) {
+      // Nothing cached yet (the client's first operation): read it now.
+      return Route(/*refresh=*/true);
+    }
     if (!where.ok()) {
-      // No configuration yet, or the shard is unassigned: read it again soon.
+      // No group has joined, or the shard is unassigned: read it again soon.
       last_error_ = std::string(where.status().message());
       client_->timer_->RunAt(absl::Now() + NextPause(), [self] { self->Route(true); });
       return;
@@ -133,6 +138,7 @@ class ShardedKvCall final : public RetryingCall {
   KvTransport* transport_ = nullptr;  // the current group's
   std::vector<std::string> servers_;
   absl::Duration pause_;
+  bool refreshed_ = false;  // this call has read the configuration itself
   std::string last_error_ = "no attempt made";
 };
 

@@ -19,8 +19,8 @@ namespace ds::kv {
 // A write (kPut or kAppend). On failure the outcome stays unknown in the
 // history (begun, never ended): it may or may not have been applied.
 template <typename Client>
-absl::Status RecordedWrite(lincheck::HistoryRecorder& history, int64_t label,
-                           Client& client, lincheck::OpKind kind, const std::string& key,
+absl::Status RecordedWrite(lincheck::HistoryRecorder& history, int64_t label, Client& client,
+                           lincheck::OpKind kind, const std::string& key,
                            const std::string& value) {
   auto h = history.Begin(label, kind, key, value);
   absl::Status st = client::Await<absl::Status>([&](std::function<void(absl::Status)> cb) {
@@ -36,9 +36,8 @@ absl::Status RecordedWrite(lincheck::HistoryRecorder& history, int64_t label,
 
 // A read; one that never returned has no effect on the history.
 template <typename Client>
-absl::StatusOr<std::string> RecordedGet(lincheck::HistoryRecorder& history,
-                                        int64_t label, Client& client,
-                                        const std::string& key) {
+absl::StatusOr<std::string> RecordedGet(lincheck::HistoryRecorder& history, int64_t label,
+                                        Client& client, const std::string& key) {
   auto h = history.Begin(label, lincheck::OpKind::kGet, key);
   absl::StatusOr<client::GetResult> r = client::Await<absl::StatusOr<client::GetResult>>(
       [&](std::function<void(absl::StatusOr<client::GetResult>)> cb) {

@@ -10,12 +10,12 @@
 #include "absl/time/clock.h"
 #include "common/init.h"
 #include "gtest/gtest.h"
-#include "tests/kvraft/recorded_ops.h"
 #include "kvraft/kv_service.h"
 #include "shardctrler/ctrl_service.h"
 #include "shardkv/key_shard.h"
 #include "shardkv/migration_client.h"
 #include "shardkv/shardkv_state_machine.h"
+#include "tests/kvraft/recorded_ops.h"
 
 namespace ds::shardkv::lab4b {
 
@@ -128,8 +128,7 @@ class Cluster::ControllerSource final : public ConfigSource {
                 cluster->options_.driver_calls) {}
 
   absl::StatusOr<uint64_t> Latest() override {
-    return client::Await<absl::StatusOr<uint64_t>>(
-        [&](auto cb) { client_.Latest(std::move(cb)); });
+    return client::Await<absl::StatusOr<uint64_t>>([&](auto cb) { client_.Latest(std::move(cb)); });
   }
   absl::StatusOr<ctrl::pb::Config> Query(uint64_t num) override {
     return client::Await<absl::StatusOr<ctrl::pb::Config>>(
@@ -424,7 +423,8 @@ Clerk::Clerk(Cluster* cluster, int64_t label, uint64_t seed, absl::Duration give
 Clerk::~Clerk() = default;
 
 absl::Status Clerk::Put(const std::string& key, const std::string& value) {
-  return kv::RecordedWrite(cluster_->history(), label_, *client_, lincheck::OpKind::kPut, key, value);
+  return kv::RecordedWrite(cluster_->history(), label_, *client_, lincheck::OpKind::kPut, key,
+                           value);
 }
 
 absl::Status Clerk::Append(const std::string& key, const std::string& value) {
@@ -490,21 +490,21 @@ Appenders::Appenders(Cluster* cluster, const std::vector<std::string>& keys,
                      uint64_t seed) {
   for (size_t i = 0; i < keys.size(); ++i) {
     // Each thread owns (*values)[i] until Stop() joins it.
-    threads_.emplace_back([this, cluster, key = keys[i], value = &(*values)[i], chars, pause,
-                           seed = seed + i] {
-      std::unique_ptr<Clerk> ck = cluster->MakeClerk();
-      raft::Rng rng(seed);
-      while (!done_.load()) {
-        const std::string x = RandString(rng, chars);
-        if (absl::Status st = ck->Append(key, x); !st.ok()) {
-          ADD_FAILURE() << "Append(" << key << "): " << st;
-          return;
-        }
-        *value += x;
-        appends_.fetch_add(1);
-        if (pause > absl::ZeroDuration()) absl::SleepFor(pause);
-      }
-    });
+    threads_.emplace_back(
+        [this, cluster, key = keys[i], value = &(*values)[i], chars, pause, seed = seed + i] {
+          std::unique_ptr<Clerk> ck = cluster->MakeClerk();
+          raft::Rng rng(seed);
+          while (!done_.load()) {
+            const std::string x = RandString(rng, chars);
+            if (absl::Status st = ck->Append(key, x); !st.ok()) {
+              ADD_FAILURE() << "Append(" << key << "): " << st;
+              return;
+            }
+            *value += x;
+            appends_.fetch_add(1);
+            if (pause > absl::ZeroDuration()) absl::SleepFor(pause);
+          }
+        });
   }
 }
 

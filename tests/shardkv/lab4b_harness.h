@@ -53,9 +53,9 @@
 #include "client/replica_client.h"
 #include "client/shardkv_client.h"
 #include "proto/shardctrler.pb.h"
+#include "raft/core/rng.h"
 #include "shardkv/driver.h"
 #include "shardkv/shardkv_service.h"
-#include "raft/core/rng.h"
 #include "tests/lincheck/linearizability.h"
 #include "tests/rsm/replica_group.h"
 #include "tests/shardctrler/lab4a_harness.h"
@@ -161,7 +161,7 @@ class Cluster {
   const ClusterOptions options_;
   std::unique_ptr<ctrl::lab4a::Cluster> ctrl_;
   std::unique_ptr<ctrl::lab4a::Clerk> admin_;  // config.go's mck
-  mutable absl::Mutex mu_;  // groups_ (groups restart while clerks look them up)
+  mutable absl::Mutex mu_;                     // groups_ (groups restart while clerks look them up)
   std::vector<std::unique_ptr<rsm::testing::ReplicaGroup>> groups_;
   std::atomic<int64_t> next_clerk_label_{1};
   lincheck::HistoryRecorder history_;

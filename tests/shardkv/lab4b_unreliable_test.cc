@@ -89,8 +89,7 @@ TEST(ShardKv4B, Unreliable2) {
   ASSERT_FALSE(::testing::Test::HasFailure());
 
   {
-    Appenders clients(&cfg, keys, &values, /*chars=*/5, /*pause=*/absl::ZeroDuration(),
-                      rng.Next());
+    Appenders clients(&cfg, keys, &values, /*chars=*/5, /*pause=*/absl::ZeroDuration(), rng.Next());
     ChurnConfigurations(cfg);
     // The lab stops the clients, then makes the network reliable so that
     // their last operations finish.

@@ -165,11 +165,11 @@ TEST(SessionTableMerge, ASessionThisTableForgotIsNotResurrectedWithAnOlderSequen
 TEST(SessionTableMergeTable, ASessionTheOtherTableForgotIsForgottenHereToo) {
   SessionTable table;
   table.Open(MakeSessionRef(7, kT0, 1), kT0);
-  table.Record(7, 3, "r3", kT0);                     // seq 3 applied here
-  table.Open(MakeSessionRef(9, kT0 + 50, 1), kT0);   // created after their watermark
+  table.Record(7, 3, "r3", kT0);                    // seq 3 applied here
+  table.Open(MakeSessionRef(9, kT0 + 50, 1), kT0);  // created after their watermark
   table.Record(9, 1, "n1", kT0);
   pb::SessionTableState theirs;
-  theirs.set_watermark_unix_micros(kT0 + 10);  // they forgot 7 (after applying seq 5)
+  theirs.set_watermark_unix_micros(kT0 + 10);             // they forgot 7 (after applying seq 5)
   *theirs.add_sessions() = Session(8, kT0 + 5, 2, "e2");  // created below their watermark
   table.MergeTable(theirs, kT0 + 100);
   EXPECT_EQ(Classify(table, 7, kT0, 5), "expired") << "seq 5 may have been applied there";
