@@ -80,22 +80,22 @@ Clerk::~Clerk() {
 }
 
 absl::StatusOr<GetResult> Clerk::Get(const std::string& key) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<GetResult>>([&](auto cb) { client_->Get(key, std::move(cb)); });
 }
 
 absl::Status Clerk::Put(const std::string& key, const std::string& value) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::Status>([&](auto cb) { client_->Put(key, value, std::move(cb)); });
 }
 
 absl::Status Clerk::Append(const std::string& key, const std::string& value) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::Status>([&](auto cb) { client_->Append(key, value, std::move(cb)); });
 }
 
 absl::StatusOr<bool> Clerk::Delete(const std::string& key) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<bool>>([&](auto cb) { client_->Delete(key, std::move(cb)); });
 }
 

@@ -127,9 +127,7 @@ class Clerk {
   const ClerkOptions options_;
   std::unique_ptr<GrpcKvTransport> transport_;
   std::unique_ptr<KvClient> client_;
-  // One operation at a time; held while waiting for the operation, never by
-  // the operation itself.
-  absl::Mutex op_mu_;
+  OneOperationAtATime turns_;  // one operation at a time
 };
 
 }  // namespace ds::client

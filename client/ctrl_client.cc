@@ -156,31 +156,31 @@ CtrlClerk::CtrlClerk(ClerkOptions options)
 CtrlClerk::~CtrlClerk() { transport_.reset(); }
 
 absl::StatusOr<uint64_t> CtrlClerk::Join(GroupServers groups) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<uint64_t>>(
       [&](auto cb) { client_->Join(std::move(groups), std::move(cb)); });
 }
 
 absl::StatusOr<uint64_t> CtrlClerk::Leave(std::vector<uint64_t> gids) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<uint64_t>>(
       [&](auto cb) { client_->Leave(std::move(gids), std::move(cb)); });
 }
 
 absl::StatusOr<uint64_t> CtrlClerk::Move(uint32_t shard, uint64_t gid) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<uint64_t>>(
       [&](auto cb) { client_->Move(shard, gid, std::move(cb)); });
 }
 
 absl::StatusOr<ctrl::pb::Config> CtrlClerk::Query(int64_t num) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<ctrl::pb::Config>>(
       [&](auto cb) { client_->Query(num, std::move(cb)); });
 }
 
 absl::StatusOr<uint64_t> CtrlClerk::Latest() {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<uint64_t>>([&](auto cb) { client_->Latest(std::move(cb)); });
 }
 

@@ -91,7 +91,7 @@ class CtrlClerk {
   const ClerkOptions options_;
   std::unique_ptr<GrpcCtrlTransport> transport_;
   std::unique_ptr<CtrlClient> client_;
-  absl::Mutex op_mu_;  // one operation at a time; never held by the operation
+  OneOperationAtATime turns_;  // one operation at a time
 };
 
 }  // namespace ds::client

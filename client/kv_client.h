@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -34,7 +35,60 @@ struct GetResult {
   std::string value;  // "" when !found
 };
 
-class KvClient {
+// Writes carry the session's reference: the stamp of a KV write's TypedCall.
+void StampKv(kv::pb::KvRequest& request, const rsm::pb::SessionRef& ref);
+
+// Get, Put, Append and Delete as KV requests, for a client (KvClient,
+// ShardedKvClient) that sends one with Derived::Run(name, request, write,
+// done(StatusOr<KvResponse>)); writes go under the client's session.
+template <typename Derived>
+class KvOperations {
+ public:
+  using ResponseCallback = std::function<void(absl::StatusOr<kv::pb::KvResponse>)>;
+
+  // Linearizable read; needs no session. A missing key is found = false.
+  void Get(std::string key, std::function<void(absl::StatusOr<GetResult>)> done) {
+    kv::pb::KvRequest req;
+    req.mutable_get()->set_key(std::move(key));
+    self().Run("get", std::move(req), false,
+               [done = std::move(done)](absl::StatusOr<kv::pb::KvResponse> r) {
+                 if (!r.ok()) return done(r.status());
+                 done(GetResult{r->get().found(), std::move(*r->mutable_get()->mutable_value())});
+               });
+  }
+  void Put(std::string key, std::string value, std::function<void(absl::Status)> done) {
+    kv::pb::KvRequest req;
+    req.mutable_put()->set_key(std::move(key));
+    req.mutable_put()->set_value(std::move(value));
+    self().Run(
+        "put", std::move(req), true,
+        [done = std::move(done)](absl::StatusOr<kv::pb::KvResponse> r) { done(r.status()); });
+  }
+  // A missing key counts as "".
+  void Append(std::string key, std::string value, std::function<void(absl::Status)> done) {
+    kv::pb::KvRequest req;
+    req.mutable_append()->set_key(std::move(key));
+    req.mutable_append()->set_value(std::move(value));
+    self().Run(
+        "append", std::move(req), true,
+        [done = std::move(done)](absl::StatusOr<kv::pb::KvResponse> r) { done(r.status()); });
+  }
+  // Whether the key existed.
+  void Delete(std::string key, std::function<void(absl::StatusOr<bool>)> done) {
+    kv::pb::KvRequest req;
+    req.mutable_delete_()->set_key(std::move(key));
+    self().Run("del", std::move(req), true,
+               [done = std::move(done)](absl::StatusOr<kv::pb::KvResponse> r) {
+                 if (!r.ok()) return done(r.status());
+                 done(r->delete_().found());
+               });
+  }
+
+ private:
+  Derived& self() { return static_cast<Derived&>(*this); }
+};
+
+class KvClient : public KvOperations<KvClient> {
  public:
   // `transport` must outlive the client and its operations; `leader` may be
   // shared with other clients of the same replicas. `resume`: continue a
@@ -42,19 +96,11 @@ class KvClient {
   KvClient(KvTransport* transport, std::shared_ptr<LeaderCache> leader, RetryOptions options,
            SessionState resume = {});
 
-  // Linearizable read; needs no session. A missing key is found = false.
-  void Get(std::string key, std::function<void(absl::StatusOr<GetResult>)> done);
-  void Put(std::string key, std::string value, std::function<void(absl::Status)> done);
-  // A missing key counts as "".
-  void Append(std::string key, std::string value, std::function<void(absl::Status)> done);
-  // Whether the key existed.
-  void Delete(std::string key, std::function<void(absl::StatusOr<bool>)> done);
-
   SessionState session() const { return session_.state(); }
   const RetryOptions& options() const { return options_; }
 
  private:
-  using ResponseCallback = std::function<void(absl::StatusOr<kv::pb::KvResponse>)>;
+  friend class KvOperations<KvClient>;
   // One operation; writes go under the client's session.
   void Run(const char* name, kv::pb::KvRequest request, bool write, ResponseCallback done);
 

@@ -281,10 +281,11 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint, int conn
 // An operation that sends one request message, re-sent (stamped by `stamp`
 // with the session's reference, for writes) through Transport::Send(replica,
 // Request, deadline, std::function<void(Response)>) until it succeeds; the
-// service's clients (KvClient, CtrlClient) are made of these. Response has a
-// `status()` ReplyStatus.
+// service's clients (KvClient, CtrlClient) are made of these, and the sharded
+// client's calls (ShardedKvCall) derive from it to move between groups.
+// Response has a `status()` ReplyStatus.
 template <typename Transport, typename Request, typename Response>
-class TypedCall final : public RetryingCall {
+class TypedCall : public RetryingCall {
  public:
   using StampFn = void (*)(Request&, const rsm::pb::SessionRef&);
   using DoneFn = std::function<void(absl::StatusOr<Response>)>;
@@ -298,6 +299,8 @@ class TypedCall final : public RetryingCall {
         ->RetryingCall::Start();
   }
 
+  // `transport` may be null for a call that is taken over (started with
+  // RetryingCall::Start(true)) until it Retargets.
   TypedCall(Transport* transport, std::shared_ptr<LeaderCache> leader, const RetryOptions& options,
             const char* name, ClientSession* session, StampFn stamp, Request request, DoneFn done)
       : RetryingCall(transport, std::move(leader), options, name, session),
@@ -305,6 +308,14 @@ class TypedCall final : public RetryingCall {
         stamp_(stamp),
         request_(std::move(request)),
         done_(std::move(done)) {}
+
+ protected:
+  // RetryingCall::Retarget to another group's transport of this service.
+  void Retarget(Transport* transport, std::shared_ptr<LeaderCache> leader) {
+    RetryingCall::Retarget(transport, std::move(leader));
+    transport_ = transport;
+  }
+  const Request& request() const { return request_; }
 
  private:
   void Send(size_t replica, absl::Time deadline) override {
@@ -323,11 +334,40 @@ class TypedCall final : public RetryingCall {
     done_(std::move(response_));
   }
 
-  Transport* const transport_;
+  Transport* transport_;  // changes only by Retarget, while taken over
   const StampFn stamp_;
   Request request_;
   Response response_;
   const DoneFn done_;
+};
+
+// One operation at a time for a blocking clerk (its session numbers its
+// commands in order), without a mutex held across the operation's calls and
+// back-off: a caller waits for its turn, then runs with no lock held.
+class OneOperationAtATime {
+ public:
+  class Turn {
+   public:
+    explicit Turn(OneOperationAtATime& gate) : gate_(gate) {
+      absl::MutexLock lock(&gate_.mu_);
+      gate_.mu_.Await(absl::Condition(
+          +[](bool* busy) { return !*busy; }, &gate_.busy_));
+      gate_.busy_ = true;
+    }
+    ~Turn() {
+      absl::MutexLock lock(&gate_.mu_);
+      gate_.busy_ = false;
+    }
+    Turn(const Turn&) = delete;
+    Turn& operator=(const Turn&) = delete;
+
+   private:
+    OneOperationAtATime& gate_;
+  };
+
+ private:
+  absl::Mutex mu_;
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Runs an asynchronous call and waits for its result: `start(callback)`.

@@ -14,16 +14,6 @@ using kv::pb::KvResponse;
 
 namespace {
 
-void StampKv(KvRequest& request, const rsm::pb::SessionRef& ref) {
-  if (request.has_put()) {
-    *request.mutable_put()->mutable_session() = ref;
-  } else if (request.has_append()) {
-    *request.mutable_append()->mutable_session() = ref;
-  } else if (request.has_delete_()) {
-    *request.mutable_delete_()->mutable_session() = ref;
-  }
-}
-
 const std::string& KeyOf(const KvRequest& r) {
   switch (r.op_case()) {
     case KvRequest::kPut:
@@ -43,22 +33,18 @@ const std::string& KeyOf(const KvRequest& r) {
 // group", or when the group cannot be reached, the configuration is read
 // again and the same command (same session reference) goes to the group that
 // owns the shard now.
-class ShardedKvCall final : public RetryingCall {
+class ShardedKvCall final : public TypedCall<KvTransport, KvRequest, KvResponse> {
  public:
-  using DoneFn = ShardedKvClient::ResponseCallback;
-
   ShardedKvCall(ShardedKvClient* client, const char* name, bool write, KvRequest request,
                 DoneFn done)
-      : RetryingCall(client->timer_, std::make_shared<LeaderCache>(std::vector<std::string>()),
-                     client->options_, name, write ? &client->session_ : nullptr),
+      : TypedCall(/*transport=*/nullptr, std::make_shared<LeaderCache>(std::vector<std::string>()),
+                  client->options_, name, write ? &client->session_ : nullptr,
+                  write ? StampKv : nullptr, std::move(request), std::move(done)),
         client_(client),
-        write_(write),
-        request_(std::move(request)),
-        done_(std::move(done)),
         pause_(client->options_.initial_backoff) {}
 
   void Begin() {
-    Start(/*taken_over=*/true);
+    RetryingCall::Start(/*taken_over=*/true);
     Route(/*refresh=*/false);
   }
 
@@ -73,18 +59,18 @@ class ShardedKvCall final : public RetryingCall {
       client_->Refresh([self](absl::Status) { self->Route(false); });
       return;
     }
-    absl::StatusOr<Location> where = client_->Where(KeyOf(request_));
-    if (absl::Now() >= deadline()) {
-      Reply r;
-      r.status = absl::DeadlineExceededError(absl::StrCat(
-          KeyOf(request_).empty() ? "request" : "key", ": no group served it within ",
-          absl::FormatDuration(client_->options_.operation_timeout),
-          "; last error: ", where.ok() ? last_error_ : std::string(where.status().message())));
-      return Abandon(std::move(r));
-    }
+    absl::StatusOr<Location> where = client_->Where(KeyOf(request()));
     if (!where.ok() && !refreshed_) {
       // Nothing cached yet (the client's first operation): read it now.
       return Route(/*refresh=*/true);
+    }
+    if (absl::Now() >= deadline()) {
+      Reply r;
+      r.status = absl::DeadlineExceededError(absl::StrCat(
+          KeyOf(request()).empty() ? "request" : "key", ": no group served it within ",
+          absl::FormatDuration(client_->options_.operation_timeout),
+          "; last error: ", where.ok() ? last_error_ : std::string(where.status().message())));
+      return Abandon(std::move(r));
     }
     if (!where.ok()) {
       // No group has joined, or the shard is unassigned: read it again soon.
@@ -96,7 +82,6 @@ class ShardedKvCall final : public RetryingCall {
     servers_ = where->servers;
     ShardedKvClient::Group g = client_->GroupFor(servers_);
     Retarget(g.transport, g.leader);
-    transport_ = g.transport;
     Resume(same ? NextPause() : absl::ZeroDuration());
   }
 
@@ -115,28 +100,8 @@ class ShardedKvCall final : public RetryingCall {
     return true;
   }
 
-  void Send(size_t replica, absl::Time deadline) override {
-    if (write_) StampKv(request_, ref());
-    auto self = std::static_pointer_cast<ShardedKvCall>(shared_from_this());
-    transport_->Send(replica, request_, deadline, [self](KvResponse resp) {
-      Reply r = ToReply(resp.status());
-      if (r.status.ok()) self->response_ = std::move(resp);
-      self->OnReply(std::move(r));
-    });
-  }
-
-  void Done(Reply reply) override {
-    if (!reply.status.ok()) return done_(std::move(reply.status));
-    done_(std::move(response_));
-  }
-
   ShardedKvClient* const client_;
-  const bool write_;
-  KvRequest request_;
-  KvResponse response_;
-  const DoneFn done_;
-  KvTransport* transport_ = nullptr;  // the current group's
-  std::vector<std::string> servers_;
+  std::vector<std::string> servers_;  // the group the command goes to
   absl::Duration pause_;
   bool refreshed_ = false;  // this call has read the configuration itself
   std::string last_error_ = "no attempt made";
@@ -191,42 +156,6 @@ ShardedKvClient::Group ShardedKvClient::GroupFor(const std::vector<std::string>&
 
 void ShardedKvClient::Run(const char* name, KvRequest request, bool write, ResponseCallback done) {
   std::make_shared<ShardedKvCall>(this, name, write, std::move(request), std::move(done))->Begin();
-}
-
-void ShardedKvClient::Get(std::string key, std::function<void(absl::StatusOr<GetResult>)> done) {
-  KvRequest req;
-  req.mutable_get()->set_key(std::move(key));
-  Run("get", std::move(req), false, [done = std::move(done)](absl::StatusOr<KvResponse> r) {
-    if (!r.ok()) return done(r.status());
-    done(GetResult{r->get().found(), std::move(*r->mutable_get()->mutable_value())});
-  });
-}
-
-void ShardedKvClient::Put(std::string key, std::string value,
-                          std::function<void(absl::Status)> done) {
-  KvRequest req;
-  req.mutable_put()->set_key(std::move(key));
-  req.mutable_put()->set_value(std::move(value));
-  Run("put", std::move(req), true,
-      [done = std::move(done)](absl::StatusOr<KvResponse> r) { done(r.status()); });
-}
-
-void ShardedKvClient::Append(std::string key, std::string value,
-                             std::function<void(absl::Status)> done) {
-  KvRequest req;
-  req.mutable_append()->set_key(std::move(key));
-  req.mutable_append()->set_value(std::move(value));
-  Run("append", std::move(req), true,
-      [done = std::move(done)](absl::StatusOr<KvResponse> r) { done(r.status()); });
-}
-
-void ShardedKvClient::Delete(std::string key, std::function<void(absl::StatusOr<bool>)> done) {
-  KvRequest req;
-  req.mutable_delete_()->set_key(std::move(key));
-  Run("del", std::move(req), true, [done = std::move(done)](absl::StatusOr<KvResponse> r) {
-    if (!r.ok()) return done(r.status());
-    done(r->delete_().found());
-  });
 }
 
 void ShardedKvClient::Locate(std::string key, std::function<void(absl::StatusOr<Location>)> done) {
@@ -284,27 +213,27 @@ ShardKvClerk::~ShardKvClerk() {
 }
 
 absl::StatusOr<GetResult> ShardKvClerk::Get(const std::string& key) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<GetResult>>([&](auto cb) { client_->Get(key, std::move(cb)); });
 }
 
 absl::Status ShardKvClerk::Put(const std::string& key, const std::string& value) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::Status>([&](auto cb) { client_->Put(key, value, std::move(cb)); });
 }
 
 absl::Status ShardKvClerk::Append(const std::string& key, const std::string& value) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::Status>([&](auto cb) { client_->Append(key, value, std::move(cb)); });
 }
 
 absl::StatusOr<bool> ShardKvClerk::Delete(const std::string& key) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<bool>>([&](auto cb) { client_->Delete(key, std::move(cb)); });
 }
 
 absl::StatusOr<Location> ShardKvClerk::Locate(const std::string& key) {
-  absl::MutexLock lock(&op_mu_);
+  OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<Location>>([&](auto cb) { client_->Locate(key, std::move(cb)); });
 }
 

@@ -39,7 +39,7 @@ struct Location {
   uint64_t config_num = 0;
 };
 
-class ShardedKvClient {
+class ShardedKvClient : public KvOperations<ShardedKvClient> {
  public:
   // The transport to the group with these servers; called once per server
   // list, the pointer must stay valid for the client's life.
@@ -51,23 +51,19 @@ class ShardedKvClient {
   ShardedKvClient(CtrlClient* ctrl, ReplicaTransport* timer, GroupTransportFn groups,
                   RetryOptions options, SessionState resume = {});
 
-  void Get(std::string key, std::function<void(absl::StatusOr<GetResult>)> done);
-  void Put(std::string key, std::string value, std::function<void(absl::Status)> done);
-  void Append(std::string key, std::string value, std::function<void(absl::Status)> done);
-  void Delete(std::string key, std::function<void(absl::StatusOr<bool>)> done);
+  // Get, Put, Append and Delete: KvOperations.
   // Where `key` lives in the latest configuration (read now).
   void Locate(std::string key, std::function<void(absl::StatusOr<Location>)> done);
 
   SessionState session() const { return session_.state(); }
 
  private:
+  friend class KvOperations<ShardedKvClient>;
   friend class ShardedKvCall;
   struct Group {
     KvTransport* transport;
     std::shared_ptr<LeaderCache> leader;
   };
-  using ResponseCallback = std::function<void(absl::StatusOr<kv::pb::KvResponse>)>;
-
   void Run(const char* name, kv::pb::KvRequest request, bool write, ResponseCallback done);
   // Reads the latest configuration; `then` once it is cached (or failed).
   void Refresh(std::function<void(absl::Status)> then);
@@ -110,7 +106,7 @@ class ShardKvClerk {
   std::map<std::vector<std::string>, std::unique_ptr<GrpcKvTransport>> groups_
       ABSL_GUARDED_BY(groups_mu_);
   std::unique_ptr<ShardedKvClient> client_;
-  absl::Mutex op_mu_;  // one operation at a time; never held by the operation
+  OneOperationAtATime turns_;  // one operation at a time
 };
 
 }  // namespace ds::client

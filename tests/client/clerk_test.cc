@@ -3,6 +3,10 @@
 // the first write, renewed when the servers forgot them, resumed).
 #include "client/clerk.h"
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/client/fake_kv_service.h"
@@ -433,6 +437,33 @@ TEST(ClerkSession, ResumingAForgottenSessionStartsANewOne) {
   ASSERT_TRUE((*resumed)->Append("k", "b").ok());
   EXPECT_NE((*resumed)->session().client_id, saved.client_id);
   EXPECT_EQ(cluster.value("k"), "ab");
+}
+
+// A blocking clerk's one-operation-at-a-time gate: turns never overlap, and
+// no mutex is held while a turn runs (the turn itself can lock and wait).
+TEST(OneOperationAtATime, TurnsNeverOverlap) {
+  OneOperationAtATime gate;
+  std::atomic<int> inside{0};
+  std::atomic<int> most{0};
+  std::atomic<int> turns{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int k = 0; k < 200; ++k) {
+        OneOperationAtATime::Turn turn(gate);
+        const int now = inside.fetch_add(1) + 1;
+        int seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+        if (k % 50 == 0) absl::SleepFor(absl::Microseconds(200));
+        inside.fetch_sub(1);
+        turns.fetch_add(1);
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(most.load(), 1);
+  EXPECT_EQ(turns.load(), 800);
 }
 
 }  // namespace

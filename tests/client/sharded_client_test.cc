@@ -110,7 +110,8 @@ class FakeController final : public CtrlTransport {
 // while `serving`, answers FAILED_PRECONDITION (wrong group) otherwise.
 class FakeGroup final : public KvTransport {
  public:
-  FakeGroup(std::string server, CountingTimer* timer) : endpoints_{std::move(server)}, timer_(timer) {}
+  FakeGroup(std::string server, CountingTimer* timer)
+      : endpoints_{std::move(server)}, timer_(timer) {}
   void SetServing(bool serving) {
     absl::MutexLock lock(&mu_);
     serving_ = serving;
@@ -238,8 +239,7 @@ TEST(ShardedKvClient, WrongGroupRereadsTheConfigurationAndResendsTheSameCommand)
   ASSERT_EQ(at1.size(), 2u);
   ASSERT_EQ(at2.size(), 1u);
   EXPECT_EQ(at2[0].put().key(), "b");
-  EXPECT_EQ(at2[0].put().session().SerializeAsString(),
-            at1[1].put().session().SerializeAsString())
+  EXPECT_EQ(at2[0].put().session().SerializeAsString(), at1[1].put().session().SerializeAsString())
       << "the same command (same session reference) goes to the new owner";
   EXPECT_EQ(at1[1].put().session().sequence(), at1[0].put().session().sequence() + 1);
   EXPECT_EQ(f.ctrl_transport.queries(), 2);
