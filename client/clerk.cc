@@ -100,11 +100,11 @@ absl::StatusOr<bool> Clerk::Delete(const std::string& key) {
 }
 
 absl::StatusOr<rsm::pb::StatusResponse> Clerk::EndpointStatus(const std::string& endpoint) {
-  return ReplicaStatus(endpoint, options_.attempt_timeout);
+  return ReplicaStatus(endpoint, options_.attempt_timeout, options_.credentials);
 }
 
 absl::Status Clerk::EndpointHealth(const std::string& endpoint) {
-  return ReplicaHealth(endpoint, options_.attempt_timeout);
+  return ReplicaHealth(endpoint, options_.attempt_timeout, options_.credentials);
 }
 
 }  // namespace ds::client

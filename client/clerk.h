@@ -52,6 +52,9 @@ struct ClerkOptions {
   // Optional: one channel per endpoint (same order), shared with other clerks.
   // Empty (default): the clerk opens its own.
   std::vector<std::shared_ptr<grpc::Channel>> channels;
+  // TLS for the channels the clerk opens (common/tls.h). Null (default):
+  // plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 RetryOptions ToRetryOptions(const ClerkOptions& options);
@@ -67,7 +70,7 @@ template <typename Base, typename Service>
 class UnaryTransport : public Base {
  public:
   explicit UnaryTransport(const ClerkOptions& options)
-      : grpc_(options.endpoints, options.channels) {
+      : grpc_(options.endpoints, options.channels, options.credentials) {
     for (size_t i = 0; i < grpc_.endpoints().size(); ++i) {
       stubs_.push_back(Service::NewStub(grpc_.channel(i)));
     }

@@ -247,13 +247,14 @@ namespace {
 constexpr absl::Duration kTimerPeriod = absl::Milliseconds(5);
 }  // namespace
 
-KvPool::KvPool(std::vector<std::string> endpoints, int connections_per_endpoint)
+KvPool::KvPool(std::vector<std::string> endpoints, int connections_per_endpoint,
+               std::shared_ptr<grpc::ChannelCredentials> credentials)
     : endpoints_(std::move(endpoints)),
       per_endpoint_(std::max(1, connections_per_endpoint)),
       leader_(std::make_shared<LeaderCache>(endpoints_)) {
   for (const std::string& e : endpoints_) {
     for (int c = 0; c < per_endpoint_; ++c) {
-      std::shared_ptr<grpc::Channel> ch = MakeChannel(e, c);
+      std::shared_ptr<grpc::Channel> ch = MakeChannel(e, c, credentials);
       if (c == 0) replica_.push_back(rsm::pb::Replica::NewStub(ch));
       connections_.push_back(std::make_unique<KvConnection>(std::move(ch)));
     }

@@ -93,8 +93,10 @@ class KvConnection {
 
 class KvPool {
  public:
-  // `connections_per_endpoint` connections (>= 1) to each endpoint.
-  KvPool(std::vector<std::string> endpoints, int connections_per_endpoint);
+  // `connections_per_endpoint` connections (>= 1) to each endpoint, with
+  // `credentials` (TLS; null: plaintext).
+  KvPool(std::vector<std::string> endpoints, int connections_per_endpoint,
+         std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
   ~KvPool();
   KvPool(const KvPool&) = delete;
   KvPool& operator=(const KvPool&) = delete;

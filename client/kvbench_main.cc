@@ -20,6 +20,7 @@
 #include "client/shardkv_client.h"
 #include "common/init.h"
 #include "common/stats.h"
+#include "common/tls.h"
 #include "shardkv/key_shard.h"
 
 ABSL_FLAG(std::string, endpoints, "",
@@ -94,7 +95,7 @@ class Clients {
   Clients(ds::client::ClerkOptions options, int conns, bool sharded)
       : options_(std::move(options)), conns_(conns) {
     if (!sharded) {
-      pool_ = std::make_shared<ds::client::KvPool>(options_.endpoints, conns);
+      pool_ = std::make_shared<ds::client::KvPool>(options_.endpoints, conns, options_.credentials);
       return;
     }
     ctrl_transport_ = std::make_unique<ds::client::GrpcCtrlTransport>(options_);
@@ -134,7 +135,9 @@ class Clients {
   ds::client::KvPool* Pool(const std::vector<std::string>& servers) {
     absl::MutexLock lock(&mu_);
     auto& p = group_pools_[servers];
-    if (p == nullptr) p = std::make_unique<ds::client::KvPool>(servers, conns_);
+    if (p == nullptr) {
+      p = std::make_unique<ds::client::KvPool>(servers, conns_, options_.credentials);
+    }
     return p.get();
   }
 
@@ -201,8 +204,14 @@ int main(int argc, char** argv) {
 
   // The clients share `conns` Batch-stream connections to each replica:
   // client i uses connection i % conns.
+  auto credentials = ds::common::ClientCredentialsFromFlags();
+  if (!credentials.ok()) {
+    std::cerr << "kvbench: " << credentials.status().message() << "\n";
+    return 2;
+  }
   const ds::client::ClerkOptions clerk_options{.endpoints = *endpoints,
-                                               .operation_timeout = absl::GetFlag(FLAGS_timeout)};
+                                               .operation_timeout = absl::GetFlag(FLAGS_timeout),
+                                               .credentials = *credentials};
   Clients clients_of(clerk_options, conns, sharded);
   std::vector<ClientStats> stats(clients);
   std::atomic<int64_t> done_ops{0};

@@ -17,6 +17,7 @@
 #include "client/kvctl_ctrl.h"
 #include "client/shardkv_client.h"
 #include "common/init.h"
+#include "common/tls.h"
 
 ABSL_FLAG(std::string, endpoints, "",
           "Comma-separated replica addresses HOST:PORT. Default: $KVCTL_ENDPOINTS.");
@@ -287,7 +288,7 @@ class Kvctl {
     ExitCode code = kOk;
     std::vector<std::string> json_items;
     for (const auto& e : endpoints) {
-      auto s = ds::client::ReplicaStatus(e, options_.attempt_timeout);
+      auto s = ds::client::ReplicaStatus(e, options_.attempt_timeout, options_.credentials);
       if (!s.ok()) {
         std::cerr << "kvctl: " << s.status().message() << "\n";
         if (json_)
@@ -341,7 +342,8 @@ class Kvctl {
     ExitCode code = kOk;
     std::vector<std::string> json_items;
     for (const auto& e : endpoints) {
-      absl::Status st = ds::client::ReplicaHealth(e, options_.attempt_timeout);
+      absl::Status st =
+          ds::client::ReplicaHealth(e, options_.attempt_timeout, options_.credentials);
       if (!st.ok()) code = kFailed;
       if (json_) {
         json_items.push_back(absl::StrCat(
@@ -391,6 +393,9 @@ int main(int argc, char** argv) {
   options.operation_timeout = timeout;
   options.attempt_timeout = std::min(timeout, std::max(timeout / 4, absl::Milliseconds(500)));
   if (timeout <= absl::ZeroDuration()) return Usage("--timeout must be positive");
+  auto credentials = ds::common::ClientCredentialsFromFlags();
+  if (!credentials.ok()) return Usage(std::string(credentials.status().message()));
+  options.credentials = *credentials;
   Kvctl kvctl(options, out == "json");
   if (command.empty() || (command.size() == 1 && command[0] == "-")) return kvctl.RunStdin();
   return kvctl.Run(command);

@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "client/mrrun_format.h"
 #include "common/init.h"
+#include "common/tls.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/mapreduce.grpc.pb.h"
 
@@ -125,11 +126,8 @@ std::vector<std::string> ExtractInputs(int argc, char** argv, std::vector<char*>
 
 class Client {
  public:
-  explicit Client(const std::string& address)
-      : address_(address),
-        stub_(
-            JobService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
-  }
+  Client(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : address_(address), stub_(JobService::NewStub(grpc::CreateChannel(address, credentials))) {}
 
   // Runs one call with the --rpc_timeout deadline; on failure prints why.
   template <typename Req, typename Resp, typename Method>
@@ -355,7 +353,9 @@ int main(int argc, char** argv) {
     const char* env = std::getenv("MRRUN_COORDINATOR");
     address = env != nullptr && *env != '\0' ? env : "127.0.0.1:7070";
   }
-  Client client(address);
+  auto credentials = ds::common::ClientCredentialsFromFlags();
+  if (!credentials.ok()) return Usage(std::string(credentials.status().message()));
+  Client client(address, *credentials);
   if (!args.empty() && args[0] == "status") return Status(client, {args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "list") {
     if (args.size() > 1) return Usage("list takes no arguments");

@@ -359,7 +359,9 @@ absl::StatusOr<std::vector<std::string>> ParseEndpoints(const std::string& list)
   return out;
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint, int connection_id) {
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& endpoint, int connection_id,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
   // A replica that was down should be retried within a second of coming back,
   // not after gRPC's default backoff of up to two minutes.
@@ -370,7 +372,8 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint, int conn
   // gRPC shares one connection among channels with equal arguments; a distinct
   // argument value gives a channel its own.
   args.SetInt("ds.connection_id", connection_id);
-  return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(
+      endpoint, credentials != nullptr ? credentials : grpc::InsecureChannelCredentials(), args);
 }
 
 void CallTracker::Close() {
@@ -428,11 +431,12 @@ void ProbeReplica(rsm::pb::Replica::Stub* stub, CallTracker* calls, absl::Time d
 namespace ds::client {
 
 GrpcReplicas::GrpcReplicas(std::vector<std::string> endpoints,
-                           std::vector<std::shared_ptr<grpc::Channel>> channels)
+                           std::vector<std::shared_ptr<grpc::Channel>> channels,
+                           std::shared_ptr<grpc::ChannelCredentials> credentials)
     : endpoints_(std::move(endpoints)), channels_(std::move(channels)) {
   if (channels_.size() != endpoints_.size()) {
     channels_.clear();
-    for (const std::string& e : endpoints_) channels_.push_back(MakeChannel(e));
+    for (const std::string& e : endpoints_) channels_.push_back(MakeChannel(e, 0, credentials));
   }
   for (const auto& ch : channels_) replica_.push_back(rsm::pb::Replica::NewStub(ch));
 }
@@ -462,9 +466,10 @@ void GrpcReplicas::Call(absl::Time deadline, StartFn start,
   });
 }
 
-absl::StatusOr<rsm::pb::StatusResponse> ReplicaStatus(const std::string& endpoint,
-                                                      absl::Duration timeout) {
-  auto stub = rsm::pb::Replica::NewStub(MakeChannel(endpoint));
+absl::StatusOr<rsm::pb::StatusResponse> ReplicaStatus(
+    const std::string& endpoint, absl::Duration timeout,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  auto stub = rsm::pb::Replica::NewStub(MakeChannel(endpoint, 0, credentials));
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   rsm::pb::StatusResponse resp;
@@ -476,8 +481,9 @@ absl::StatusOr<rsm::pb::StatusResponse> ReplicaStatus(const std::string& endpoin
   return resp;
 }
 
-absl::Status ReplicaHealth(const std::string& endpoint, absl::Duration timeout) {
-  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(endpoint));
+absl::Status ReplicaHealth(const std::string& endpoint, absl::Duration timeout,
+                           const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(endpoint, 0, credentials));
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   grpc::health::v1::HealthCheckResponse resp;

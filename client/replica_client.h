@@ -78,9 +78,11 @@ rsm::pb::ReplyStatus ToReplyStatus(const grpc::Status& status, const grpc::Clien
 
 // One replica's Replica.Status and its gRPC health check (no retry, no
 // leader redirection), each bounded by `timeout`; errors name the endpoint.
-absl::StatusOr<rsm::pb::StatusResponse> ReplicaStatus(const std::string& endpoint,
-                                                      absl::Duration timeout);
-absl::Status ReplicaHealth(const std::string& endpoint, absl::Duration timeout);
+absl::StatusOr<rsm::pb::StatusResponse> ReplicaStatus(
+    const std::string& endpoint, absl::Duration timeout,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials = nullptr);
+absl::Status ReplicaHealth(const std::string& endpoint, absl::Duration timeout,
+                           const std::shared_ptr<grpc::ChannelCredentials>& credentials = nullptr);
 
 // "leader", "follower", ... as kvctl prints a replica's role.
 const char* RoleName(rsm::pb::Role role);
@@ -275,8 +277,11 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
 absl::StatusOr<std::vector<std::string>> ParseEndpoints(const std::string& list);
 
 // A channel to `endpoint` with the clerks' settings. Channels made with
-// distinct `connection_id`s use distinct TCP connections.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint, int connection_id = 0);
+// distinct `connection_id`s use distinct TCP connections. `credentials`: TLS
+// (common/tls.h); null: plaintext.
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& endpoint, int connection_id = 0,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials = nullptr);
 
 // An operation that sends one request message, re-sent (stamped by `stamp`
 // with the session's reference, for writes) through Transport::Send(replica,
@@ -414,9 +419,11 @@ void ProbeReplica(rsm::pb::Replica::Stub* stub, CallTracker* calls, absl::Time d
 // here and issues its own calls through Call().
 class GrpcReplicas {
  public:
-  // `channels`: one per endpoint, or empty to open them here.
+  // `channels`: one per endpoint, or empty to open them here (with
+  // `credentials`; null: plaintext).
   explicit GrpcReplicas(std::vector<std::string> endpoints,
-                        std::vector<std::shared_ptr<grpc::Channel>> channels = {});
+                        std::vector<std::shared_ptr<grpc::Channel>> channels = {},
+                        std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
   const std::vector<std::string>& endpoints() const { return endpoints_; }
   const std::shared_ptr<grpc::Channel>& channel(size_t i) const { return channels_[i]; }

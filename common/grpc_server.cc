@@ -20,7 +20,10 @@ absl::Status GrpcServer::Start() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(
+      options_.listen_address,
+      options_.credentials != nullptr ? options_.credentials : grpc::InsecureServerCredentials(),
+      &port_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS,
@@ -33,10 +36,18 @@ absl::Status GrpcServer::Start() {
     server_.reset();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen_address));
   }
-  if (auto* health = server_->GetHealthCheckService()) {
-    health->SetServingStatus(options_.health_service_name, true);
-  }
+  SetServing(options_.serving_at_start);
   return absl::OkStatus();
+}
+
+void GrpcServer::SetServing(bool serving) {
+  if (server_ == nullptr || shut_down_) return;
+  if (auto* health = server_->GetHealthCheckService()) {
+    health->SetServingStatus(serving);  // every service, "" included
+    if (!options_.health_service_name.empty()) {
+      health->SetServingStatus(options_.health_service_name, serving);
+    }
+  }
 }
 
 std::string GrpcServer::address() const {

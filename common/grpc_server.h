@@ -2,6 +2,7 @@
 // reported back (listen on port 0 in tests), graceful shutdown with a deadline.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +22,10 @@ struct GrpcServerOptions {
   // Health-check service name reported SERVING while the server runs ("" is
   // the whole server).
   std::string health_service_name;
+  // Whether the health service says SERVING as soon as the port is open.
+  // false: NOT_SERVING until SetServing(true) (a replica: once it knows a
+  // leader). Default: true.
+  bool serving_at_start = true;
   // Threads of the synchronous server. Handlers run on the thread that polled
   // their request; a thread that finishes a call keeps polling while fewer than
   // `max_pollers` threads poll, else it exits. gRPC's default (1-2) makes a
@@ -29,6 +34,8 @@ struct GrpcServerOptions {
   // clients). Unit: threads. Defaults: 2 / 256.
   int min_pollers = 2;
   int max_pollers = 256;
+  // TLS (common/tls.h MakeServerCredentials). Null (default): plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
 };
 
 class GrpcServer {
@@ -49,6 +56,10 @@ class GrpcServer {
   // "HOST:PORT" with the bound port.
   std::string address() const;
 
+  // What the health service reports ("" and health_service_name) from now on.
+  // Ignored once Shutdown has begun (NOT_SERVING for good).
+  void SetServing(bool serving);
+
   // Marks the server NOT_SERVING, lets in-flight calls finish for up to
   // `deadline`, then cancels what is left. Idempotent.
   void Shutdown(absl::Duration deadline);
@@ -58,7 +69,7 @@ class GrpcServer {
   std::vector<grpc::Service*> services_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
-  bool shut_down_ = false;
+  std::atomic<bool> shut_down_ = false;
 };
 
 // Blocks SIGTERM and SIGINT in the calling thread and every thread it starts

@@ -1,9 +1,12 @@
 #include "common/init.h"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include <algorithm>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -15,7 +18,10 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -41,7 +47,9 @@ bool IsProjectFlagFile(absl::string_view file) { return !absl::StrContains(file,
   }
   std::sort(flags.begin(), flags.end(), [](auto* a, auto* b) { return a->Name() < b->Name(); });
   for (const auto* flag : flags) absl::flags_internal::FlagHelp(std::cout, *flag);
-  std::cout << "\nAbseil's own flags (--flagfile, --fromenv, ...): --helpfull\n";
+  std::cout << "\n--flagfile=PATH reads flags from PATH, one --name=value per line (# comments);\n"
+               "flags after it on the command line override them.\n"
+               "Abseil's own flags (--fromenv, ...): --helpfull\n";
   std::cout.flush();
   std::exit(0);
 }
@@ -87,6 +95,53 @@ void CheckFlagsOrExit(const std::vector<std::string>& args) {
   }
 }
 
+// --flagfile=PATH (or --flagfile PATH) is replaced, where it stands, by the
+// flags in PATH: one per line, "#" comments and blank lines skipped, names
+// with dashes or underscores like on the command line (Abseil's own flagfile
+// handling accepts only underscores, and exits 1). Flags after it on the
+// command line override the file's. Files may include files, 8 deep.
+void ExpandFlagFiles(const std::string& program, std::vector<std::string>* args, int depth = 0) {
+  auto fail = [&program](const std::string& why) {
+    std::fprintf(stderr, "%s: %s\n", program.c_str(), why.c_str());
+    std::exit(2);
+  };
+  std::vector<std::string> out;
+  for (size_t i = 0; i < args->size(); ++i) {
+    const std::string& a = (*args)[i];
+    std::string path;
+    if (a == "--") {
+      out.insert(out.end(), args->begin() + i, args->end());
+      break;
+    }
+    if (a == "--flagfile" || a == "-flagfile") {
+      if (i + 1 == args->size()) fail("missing value for flag --flagfile");
+      path = (*args)[++i];
+    } else if (absl::StartsWith(a, "--flagfile=") || absl::StartsWith(a, "-flagfile=")) {
+      path = a.substr(a.find('=') + 1);
+    } else {
+      out.push_back(a);
+      continue;
+    }
+    if (depth >= 8) fail("--flagfile nested more than 8 deep at " + path);
+    std::ifstream in(path);
+    if (!in) fail("cannot read --flagfile " + path + ": " + std::strerror(errno));
+    std::vector<std::string> lines;
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+      absl::string_view t = absl::StripAsciiWhitespace(line);
+      if (t.empty() || t[0] == '#') continue;
+      if (t[0] != '-') {
+        fail(absl::StrCat("--flagfile ", path, ":", number, ": not a flag: ", t,
+                          " (want one --name=value per line)"));
+      }
+      lines.emplace_back(t);
+    }
+    ExpandFlagFiles(program, &lines, depth + 1);
+    out.insert(out.end(), lines.begin(), lines.end());
+  }
+  *args = std::move(out);
+}
+
 }  // namespace
 
 bool ParseLogLevel(std::string_view name, spdlog::level::level_enum* level) {
@@ -113,8 +168,11 @@ std::vector<std::string> InitProcess(int argc, char** argv, std::string_view usa
   absl::SetProgramUsageMessage(absl::string_view(usage.data(), usage.size()));
   // Flag names may be spelled with dashes (--data-dir) as well as underscores
   // (--data_dir, Abseil's spelling): rewrite the name part of each flag.
-  std::vector<std::string> args(argv, argv + argc);
-  for (int i = 1; i < argc; ++i) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  const std::string program = std::string(argv[0]).substr(std::string(argv[0]).rfind('/') + 1);
+  ExpandFlagFiles(program, &args);
+  args.insert(args.begin(), argv[0]);
+  for (size_t i = 1; i < args.size(); ++i) {
     std::string& a = args[i];
     if (a == "--") break;
     if (a == "--help" || a == "-help" || a == "-h") PrintHelpAndExit(usage);
@@ -130,7 +188,8 @@ std::vector<std::string> InitProcess(int argc, char** argv, std::string_view usa
   std::vector<char*> argv2;
   for (auto& a : args) argv2.push_back(a.data());
   argv2.push_back(nullptr);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv2.data());
+  std::vector<char*> rest =
+      absl::ParseCommandLine(static_cast<int>(argv2.size()) - 1, argv2.data());
   spdlog::level::level_enum level;
   if (!ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
     std::fprintf(

@@ -13,7 +13,8 @@ namespace ds::common {
 
 // Parses the command line. `usage` is the one-paragraph description printed by
 // --help, followed by every flag the binary defines (our flags, not Abseil's
-// internal ones). Returns the positional arguments, argv[0] excluded. Exits with
+// internal ones). --flagfile=PATH stands for the flags in PATH (one per line,
+// dashes allowed, "#" comments). Returns the positional arguments, argv[0] excluded. Exits with
 // status 1 (Abseil's) and a message on an unknown flag or a bad value (2 for a bad --log-level),
 // status 0 on --help.
 std::vector<std::string> InitProcess(int argc, char** argv, std::string_view usage);

@@ -4,8 +4,12 @@
 #include <filesystem>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "common/grpc_server.h"
 #include "common/init.h"
+#include "common/metrics.h"
+#include "common/systemd_notify.h"
+#include "common/tls.h"
 #include "coordinator/service.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "HOST:PORT to serve on.");
@@ -58,7 +62,13 @@ int main(int argc, char** argv) {
     log->error("{}", service.status().ToString());
     return 1;
   }
-  ds::common::GrpcServer server({.listen_address = absl::GetFlag(FLAGS_listen)});
+  auto credentials = ds::common::MakeServerCredentials(ds::common::TlsFlags(), "--tls");
+  if (!credentials.ok()) {
+    log->error("{}", std::string(credentials.status().message()));
+    return 2;
+  }
+  ds::common::GrpcServer server(
+      {.listen_address = absl::GetFlag(FLAGS_listen), .credentials = *credentials});
   server.AddService(static_cast<ds::mr::pb::JobService::Service*>(service->get()));
   server.AddService(static_cast<ds::mr::pb::WorkerService::Service*>(service->get()));
   if (auto st = server.Start(); !st.ok()) {
@@ -66,9 +76,30 @@ int main(int argc, char** argv) {
     return 1;
   }
   log->info("serving on {}, data in {}", server.address(), data_dir);
+  std::unique_ptr<ds::common::MetricsServer> metrics;
+  auto metrics_gauges = std::make_shared<ds::common::ScrapeCollectable>(
+      [s = service->get()](ds::common::ScrapeWriter& w) { s->WriteMetrics(w); });
+  if (const std::string listen = ds::common::MetricsListenFlag(); !listen.empty()) {
+    auto m = ds::common::MetricsServer::Start(listen);
+    if (!m.ok()) {
+      log->error("--metrics-listen: {}", m.status().ToString());
+      server.Shutdown(absl::ZeroDuration());
+      return 1;
+    }
+    metrics = std::move(*m);
+    metrics->Register(metrics_gauges);
+    log->info("metrics on http://{}/metrics", metrics->address());
+  }
+  // systemd (Type=notify): READY once the job database is restored and the
+  // port is open; the watchdog is fed while the process runs.
+  ds::common::SystemdNotifier systemd(log);
+  systemd.Ready(absl::StrCat("serving on ", server.address()));
+  systemd.StartWatchdog([] { return true; });
   int sig = ds::common::WaitForShutdownSignal();
   log->info("signal {}: shutting down", sig);
+  systemd.Stopping("shutting down");
   server.Shutdown(absl::GetFlag(FLAGS_shutdown_deadline));
+  metrics.reset();  // its scrapes read the service
   service->reset();
   log->info("stopped");
   return 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -356,6 +357,33 @@ std::vector<pb::JobStatus> Scheduler::List() const {
 bool Scheduler::IsTerminal(const std::string& job_id) const {
   auto it = jobs_.find(JobNumber(job_id));
   return it != jobs_.end() && IsTerminalState(it->second.record.status().state());
+}
+
+SchedulerCounts Scheduler::Counts() const {
+  SchedulerCounts c;
+  c.running_attempts = static_cast<int64_t>(attempts_.size());
+  std::set<std::tuple<uint64_t, pb::TaskType, int>> running;
+  for (const auto& [id, a] : attempts_) running.insert({JobNumber(a.job_id), a.type, a.index});
+  for (const auto& [n, job] : jobs_) {
+    const pb::JobStatus& st = job.record.status();
+    ++c.jobs[st.state()];
+    c.attempts += st.attempts();
+    c.failed_attempts += st.failed_attempts();
+    c.backup_attempts += st.backup_attempts();
+    if (IsTerminalState(st.state())) continue;
+    auto count = [&](const pb::TaskRecord& t, SchedulerCounts::Tasks& out) {
+      if (t.done()) {
+        ++out.done;
+      } else if (running.contains({n, t.type(), t.index()})) {
+        ++out.running;
+      } else {
+        ++out.idle;
+      }
+    };
+    for (const pb::TaskRecord& t : job.record.maps()) count(t, c.maps);
+    for (const pb::TaskRecord& t : job.record.reduces()) count(t, c.reduces);
+  }
+  return c;
 }
 
 std::vector<std::string> Scheduler::MapLocations(const std::string& job_id) const {

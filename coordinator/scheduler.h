@@ -39,6 +39,28 @@ struct SchedulerOptions {
   absl::Duration idle_retry = absl::Milliseconds(50);
 };
 
+// How many jobs and tasks are in each state (for the coordinator's metrics).
+struct SchedulerCounts {
+  // Every job the coordinator knows (ended ones included), by state.
+  std::map<pb::JobState, int64_t> jobs;
+  // Tasks of the jobs that have not ended: done, running (at least one
+  // attempt out), idle (waiting for a worker, or for the map phase to end).
+  struct Tasks {
+    int64_t idle = 0;
+    int64_t running = 0;
+    int64_t done = 0;
+  };
+  Tasks maps;
+  Tasks reduces;
+  // Attempts out now (backups included).
+  int64_t running_attempts = 0;
+  // Summed over every job known: attempts started (backups included), failed
+  // (reported errors and timeouts), backup copies.
+  int64_t attempts = 0;
+  int64_t failed_attempts = 0;
+  int64_t backup_attempts = 0;
+};
+
 class Scheduler {
  public:
   explicit Scheduler(SchedulerOptions options) : options_(options) {}
@@ -76,6 +98,8 @@ class Scheduler {
   const SchedulerOptions& options() const { return options_; }
   // Running attempts (for tests and the status page).
   size_t running_attempts() const { return attempts_.size(); }
+  // Linear in the number of jobs and of the unfinished jobs' tasks.
+  SchedulerCounts Counts() const;
 
  private:
   struct Attempt {

@@ -1,6 +1,7 @@
 #include "coordinator/service.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <set>
 
@@ -42,6 +43,38 @@ CoordinatorService::~CoordinatorService() {
     stopping_ = true;
   }
   if (ticker_.joinable()) ticker_.join();
+}
+
+void CoordinatorService::WriteMetrics(common::ScrapeWriter& w) {
+  SchedulerCounts c;
+  {
+    absl::MutexLock lock(&mu_);
+    c = scheduler_.Counts();
+  }
+  w.Gauge("dstack_mr_jobs", "MapReduce jobs the coordinator knows, by state");
+  for (pb::JobState state :
+       {pb::QUEUED, pb::MAPPING, pb::REDUCING, pb::SUCCEEDED, pb::FAILED, pb::CANCELLED}) {
+    std::string name = pb::JobState_Name(state);
+    for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    auto it = c.jobs.find(state);
+    w.Sample(it == c.jobs.end() ? 0 : static_cast<double>(it->second), {{"state", name}});
+  }
+  w.Gauge("dstack_mr_tasks",
+          "Tasks of the jobs not yet ended, by type and state (idle: waiting for a worker or "
+          "for the map phase; running: at least one attempt out; done)");
+  for (const auto& [type, t] : {std::pair{"map", c.maps}, std::pair{"reduce", c.reduces}}) {
+    w.Sample(static_cast<double>(t.idle), {{"type", type}, {"state", "idle"}});
+    w.Sample(static_cast<double>(t.running), {{"type", type}, {"state", "running"}});
+    w.Sample(static_cast<double>(t.done), {{"type", type}, {"state", "done"}});
+  }
+  w.Gauge("dstack_mr_running_attempts", "Task attempts handed to workers and not yet over");
+  w.Sample(static_cast<double>(c.running_attempts));
+  w.Counter("dstack_mr_task_attempts_total",
+            "Task attempts started, over every job known (kind=all), of which failed (reported "
+            "errors and timeouts) and backup copies of stragglers");
+  w.Sample(static_cast<double>(c.attempts), {{"kind", "all"}});
+  w.Sample(static_cast<double>(c.failed_attempts), {{"kind", "failed"}});
+  w.Sample(static_cast<double>(c.backup_attempts), {{"kind", "backup"}});
 }
 
 uint64_t CoordinatorService::StageLocked() {

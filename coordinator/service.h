@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
 #include "coordinator/job_store.h"
 #include "coordinator/scheduler.h"
 #include "proto/mapreduce.grpc.pb.h"
@@ -42,6 +43,10 @@ class CoordinatorService final : public pb::JobService::Service, public pb::Work
                          pb::HeartbeatResponse*) override;
   grpc::Status ReportTask(grpc::ServerContext*, const pb::ReportTaskRequest*,
                           pb::ReportTaskResponse*) override;
+
+  // Jobs and tasks by state, attempts, for /metrics (a ScrapeCollectable's
+  // callback). Holds the mutex only to count (never held across a write).
+  void WriteMetrics(common::ScrapeWriter& w) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   CoordinatorService(CoordinatorOptions options, std::unique_ptr<JobStore> store,

@@ -39,6 +39,22 @@ void FinishWrite(const rsm::ReplicaContext& replica, pb::KvResponse& resp,
 
 const KvBackend kDefaultBackend;
 
+// The label of dstack_request_duration_seconds.
+std::string_view OpName(const pb::KvRequest& req) {
+  switch (req.op_case()) {
+    case pb::KvRequest::kGet:
+      return "get";
+    case pb::KvRequest::kPut:
+      return "put";
+    case pb::KvRequest::kAppend:
+      return "append";
+    case pb::KvRequest::kDelete:
+      return "delete";
+    default:
+      return "invalid";
+  }
+}
+
 }  // namespace
 
 void KvBackend::Submit(raft::Rsm& rsm, const rsm::pb::SessionRef& session, const pb::KvCommand& cmd,
@@ -54,6 +70,7 @@ absl::StatusOr<pb::KvResult> KvBackend::Read(const rsm::Application& app,
 void HandleKvRequest(const rsm::ReplicaContext& replica, const KvServiceOptions& options,
                      pb::KvRequest req, absl::Time deadline,
                      std::function<void(pb::KvResponse)> done) {
+  done = common::TimedReply(replica.request_metrics(), OpName(req), std::move(done));
   if (req.timeout_ms() > 0) {
     deadline = std::min(deadline, absl::Now() + absl::Milliseconds(req.timeout_ms()));
   }

@@ -2,20 +2,60 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/metrics.h"
 #include "grpcpp/grpcpp.h"
 #include "mapreduce/task.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
 
 namespace ds::mr {
 
 Worker::Worker(WorkerOptions options, std::shared_ptr<spdlog::logger> log)
     : options_(std::move(options)), log_(std::move(log)) {
-  auto channel = grpc::CreateChannel(options_.coordinator, grpc::InsecureChannelCredentials());
+  // A coordinator that was down (or not yet up) is retried within a second
+  // of coming back, not after gRPC's default backoff (up to two minutes,
+  // longer than the worker's --coordinator-grace).
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  auto channel = grpc::CreateCustomChannel(
+      options_.coordinator,
+      options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
+      args);
   stub_ = pb::WorkerService::NewStub(channel);
+  if (options_.metrics != nullptr) {
+    prometheus::Registry& r = *options_.metrics;
+    auto& tasks = prometheus::BuildCounter()
+                      .Name("dstack_mr_worker_tasks_total")
+                      .Help("Tasks this worker ran to the end, by type and outcome")
+                      .Register(r);
+    auto& seconds = prometheus::BuildHistogram()
+                        .Name("dstack_mr_worker_task_duration_seconds")
+                        .Help("Time to run one task (user code and files; not the report)")
+                        .Register(r);
+    const prometheus::Histogram::BucketBoundaries buckets = {0.01, 0.05, 0.1, 0.5, 1,   2.5,
+                                                             5,    10,   30,  60,  300, 1800};
+    for (auto [type, m] :
+         {std::pair{"map", &map_metrics_}, std::pair{"reduce", &reduce_metrics_}}) {
+      m->succeeded = &tasks.Add({{"type", type}, {"outcome", "succeeded"}});
+      m->failed = &tasks.Add({{"type", type}, {"outcome", "failed"}});
+      m->seconds = &seconds.Add({{"type", type}}, buckets);
+    }
+    running_ = &prometheus::BuildGauge()
+                    .Name("dstack_mr_worker_running_tasks")
+                    .Help("Tasks this worker is running now")
+                    .Register(r)
+                    .Add({});
+  }
   absl::MutexLock lock(&mu_);
   last_contact_ = absl::Now();
 }
@@ -66,6 +106,7 @@ void Worker::Slot(int slot) {
     pb::RequestTaskResponse response;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_wait_for_ready(true);
     grpc::Status st = stub_->RequestTask(&ctx, request, &response);
     NoteContact(st.ok());
     if (!st.ok()) {
@@ -119,6 +160,8 @@ void Worker::Execute(const pb::Task& task, int slot) {
     std::error_code ec;
     std::filesystem::create_directories(spec.temp_dir, ec);
   }
+  const auto start = std::chrono::steady_clock::now();
+  if (running_ != nullptr) running_->Increment();
   auto runner = MakeRunner(spec);
   if (!runner.ok()) {
     result = runner.status();
@@ -126,6 +169,12 @@ void Worker::Execute(const pb::Task& task, int slot) {
     result = RunMapTask(task, **runner, options_.work_dir);
   } else {
     result = RunReduceTask(task, **runner, options_.work_dir, options_.sort_memory_bytes);
+  }
+  if (running_ != nullptr) {
+    running_->Decrement();
+    const TaskMetrics& m = task.type() == pb::MAP ? map_metrics_ : reduce_metrics_;
+    (result.ok() ? m.succeeded : m.failed)->Increment();
+    m.seconds->Observe(common::SecondsSince(start));
   }
   {
     absl::MutexLock lock(&hb_mu);

@@ -10,14 +10,24 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/credentials.h"
 #include "proto/mapreduce.grpc.pb.h"
 #include "spdlog/logger.h"
+
+namespace prometheus {
+class Counter;
+class Gauge;
+class Histogram;
+class Registry;
+}  // namespace prometheus
 
 namespace ds::mr {
 
 struct WorkerOptions {
   // HOST:PORT of mr-coordinator.
   std::string coordinator;
+  // TLS to the coordinator (common/tls.h). Null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   // Root for intermediate files; "" = <job output dir>/.mr-intermediate.
   std::string work_dir;
   // Tasks run at once. Default: 1.
@@ -30,6 +40,9 @@ struct WorkerOptions {
   std::string app_dir;
   // Identifies this worker to the coordinator; "" = host:pid.
   std::string worker_id;
+  // Where to count the tasks run (--metrics-listen); must outlive the
+  // Worker. nullptr (default): not counted.
+  prometheus::Registry* metrics = nullptr;
 };
 
 class Worker {
@@ -47,6 +60,17 @@ class Worker {
   // Waits up to `d`; true if a stop was requested meanwhile.
   bool SleepOrStop(absl::Duration d);
   void NoteContact(bool ok);
+
+  // The metrics of one task type (map, reduce); null pointers without a
+  // registry.
+  struct TaskMetrics {
+    prometheus::Counter* succeeded = nullptr;
+    prometheus::Counter* failed = nullptr;
+    prometheus::Histogram* seconds = nullptr;
+  };
+  TaskMetrics map_metrics_;
+  TaskMetrics reduce_metrics_;
+  prometheus::Gauge* running_ = nullptr;
 
   const WorkerOptions options_;
   const std::shared_ptr<spdlog::logger> log_;

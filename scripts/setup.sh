@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Installs the build and test dependencies from Debian 12 packages, and nothing
 # else. Idempotent and quiet; does nothing (fast) when everything is installed.
+#   ./scripts/setup.sh           what the build needs
+#   ./scripts/setup.sh --tests   also what the deployment tests need (docker.io,
+#                                docker-compose, debootstrap, systemd-container)
 set -euo pipefail
 
 PACKAGES=(
   g++ cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev librocksdb-dev libspdlog-dev
+  libabsl-dev librocksdb-dev libspdlog-dev prometheus-cpp-dev libsystemd-dev libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
 )
+case "${1:-}" in
+  "") ;;
+  --tests) PACKAGES+=(docker.io docker-compose debootstrap systemd-container) ;;
+  *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PACKAGES[@]}"; do

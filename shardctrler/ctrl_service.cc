@@ -37,11 +37,30 @@ void Submit(const rsm::ReplicaContext& replica, const rsm::pb::SessionRef& sessi
                    });
 }
 
+// The label of dstack_request_duration_seconds.
+std::string_view OpName(const pb::CtrlRequest& req) {
+  switch (req.op_case()) {
+    case pb::CtrlRequest::kJoin:
+      return "join";
+    case pb::CtrlRequest::kLeave:
+      return "leave";
+    case pb::CtrlRequest::kMove:
+      return "move";
+    case pb::CtrlRequest::kQuery:
+      return "query";
+    case pb::CtrlRequest::kLatest:
+      return "latest";
+    default:
+      return "invalid";
+  }
+}
+
 }  // namespace
 
 void HandleCtrlRequest(const rsm::ReplicaContext& replica, const CtrlServiceOptions& options,
                        pb::CtrlRequest req, absl::Time deadline,
                        std::function<void(pb::CtrlResponse)> done) {
+  done = common::TimedReply(replica.request_metrics(), OpName(req), std::move(done));
   pb::CtrlResponse resp;
   pb::CtrlCommand cmd;
   cmd.set_shard_count(static_cast<uint32_t>(options.shard_count));

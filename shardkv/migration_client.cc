@@ -60,7 +60,9 @@ struct GrpcPeerGroups::Group {
   MigrationClient client;
 };
 
-GrpcPeerGroups::GrpcPeerGroups(client::RetryOptions options) : options_(options) {}
+GrpcPeerGroups::GrpcPeerGroups(client::RetryOptions options,
+                               std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : options_(options), credentials_(std::move(credentials)) {}
 
 GrpcPeerGroups::~GrpcPeerGroups() = default;
 
@@ -72,6 +74,7 @@ absl::StatusOr<MigrationClient*> GrpcPeerGroups::For(const std::vector<std::stri
     o.endpoints = servers;
     o.operation_timeout = options_.operation_timeout;
     o.attempt_timeout = options_.attempt_timeout;
+    o.credentials = credentials_;
     if (absl::Status st = client::ValidateClerkOptions(o); !st.ok()) return st;
     it = groups_.emplace(servers, std::make_unique<Group>(o, options_)).first;
   }

@@ -58,7 +58,9 @@ class PeerGroups {
 // Over gRPC: one MigrationClient (and its connections) per server list.
 class GrpcPeerGroups final : public PeerGroups {
  public:
-  explicit GrpcPeerGroups(client::RetryOptions options);
+  // `credentials`: TLS to the other groups (null: plaintext).
+  explicit GrpcPeerGroups(client::RetryOptions options,
+                          std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
   ~GrpcPeerGroups() override;
 
   absl::StatusOr<pb::PullShardResponse> Pull(const std::vector<std::string>& servers,
@@ -72,6 +74,7 @@ class GrpcPeerGroups final : public PeerGroups {
   absl::StatusOr<MigrationClient*> For(const std::vector<std::string>& servers);
 
   const client::RetryOptions options_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   absl::Mutex mu_;
   std::map<std::vector<std::string>, std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(mu_);
 };

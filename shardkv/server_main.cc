@@ -94,7 +94,10 @@ int main(int argc, char** argv) {
   ds::kv::KvServiceImpl kv(
       {.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes), .backend = &backend},
       &(*server)->context());
-  ds::shardkv::MigrationServiceImpl migration(&(*server)->context());
+  // Migration stays on the client port (the controller's configurations list
+  // the groups' client addresses); under TLS only peers' certificates may
+  // call it.
+  ds::shardkv::MigrationServiceImpl migration(&(*server)->context(), (*server)->peer_authorizer());
   (*server)->AddService(&kv, [&kv] { kv.CloseStreams(); });
   (*server)->AddService(&migration);
 
@@ -102,12 +105,14 @@ int main(int argc, char** argv) {
   // the others' shards by little.
   ds::client::RetryOptions retry{.operation_timeout = std::min(request_timeout, absl::Seconds(3)),
                                  .attempt_timeout = absl::Milliseconds(500)};
-  auto ctrl = ds::client::CtrlClerk::Create({.endpoints = *controllers,
-                                             .operation_timeout = retry.operation_timeout,
-                                             .attempt_timeout = retry.attempt_timeout});
+  auto ctrl =
+      ds::client::CtrlClerk::Create({.endpoints = *controllers,
+                                     .operation_timeout = retry.operation_timeout,
+                                     .attempt_timeout = retry.attempt_timeout,
+                                     .credentials = (*server)->credentials_to_client_ports()});
   if (!ctrl.ok()) return ds::rsm::FailStart(kProgram, ctrl.status());
   Controller controller(std::move(*ctrl));
-  ds::shardkv::GrpcPeerGroups groups(retry);
+  ds::shardkv::GrpcPeerGroups groups(retry, (*server)->credentials_to_client_ports());
   ds::shardkv::ShardKvDriver driver({.poll_interval = absl::GetFlag(FLAGS_poll_interval),
                                      .chunk_bytes = absl::GetFlag(FLAGS_migration_chunk_bytes)},
                                     &(*server)->rsm(), &sm, &controller, &groups,

@@ -29,6 +29,11 @@ void SubmitInternal(raft::Rsm& rsm, const pb::ShardKvCommand& cmd, absl::Time de
 
 void HandleMigrationRequest(const rsm::ReplicaContext& replica, pb::MigrationRequest req,
                             absl::Time deadline, std::function<void(pb::MigrationResponse)> done) {
+  done = common::TimedReply(replica.request_metrics(),
+                            req.op_case() == pb::MigrationRequest::kPull     ? "pull_shard"
+                            : req.op_case() == pb::MigrationRequest::kDelete ? "delete_shard"
+                                                                             : "invalid",
+                            std::move(done));
   pb::MigrationResponse resp;
   switch (req.op_case()) {
     case pb::MigrationRequest::kPull: {
@@ -67,16 +72,29 @@ void HandleMigrationRequest(const rsm::ReplicaContext& replica, pb::MigrationReq
   }
 }
 
-MigrationServiceImpl::MigrationServiceImpl(const rsm::ReplicaContext* replica)
+MigrationServiceImpl::MigrationServiceImpl(
+    const rsm::ReplicaContext* replica,
+    std::function<grpc::Status(const grpc::ServerContextBase&)> authorize)
     : replica_(replica),
+      authorize_(std::move(authorize)),
       handler_([this](pb::MigrationRequest req, absl::Time deadline,
                       std::function<void(pb::MigrationResponse)> done) {
         HandleMigrationRequest(*replica_, std::move(req), deadline, std::move(done));
       }) {}
 
+grpc::ServerUnaryReactor* MigrationServiceImpl::Refuse(grpc::CallbackServerContext* ctx) {
+  if (!authorize_) return nullptr;
+  grpc::Status st = authorize_(*ctx);
+  if (st.ok()) return nullptr;
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(st);
+  return r;
+}
+
 grpc::ServerUnaryReactor* MigrationServiceImpl::PullShard(grpc::CallbackServerContext* ctx,
                                                           const pb::PullShardRequest* req,
                                                           pb::PullShardResponse* resp) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::MigrationRequest::mutable_pull,
                          &pb::MigrationResponse::mutable_pull, handler_);
 }
@@ -84,6 +102,7 @@ grpc::ServerUnaryReactor* MigrationServiceImpl::PullShard(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* MigrationServiceImpl::DeleteShard(grpc::CallbackServerContext* ctx,
                                                             const pb::DeleteShardRequest* req,
                                                             pb::DeleteShardResponse* resp) {
+  if (grpc::ServerUnaryReactor* refused = Refuse(ctx)) return refused;
   return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::MigrationRequest::mutable_delete_,
                          &pb::MigrationResponse::mutable_delete_, handler_);
 }

@@ -34,8 +34,12 @@ void SubmitInternal(raft::Rsm& rsm, const pb::ShardKvCommand& cmd, absl::Time de
 
 class MigrationServiceImpl final : public pb::ShardMigration::CallbackService {
  public:
-  // `replica` must outlive the service.
-  explicit MigrationServiceImpl(const rsm::ReplicaContext* replica);
+  // `replica` must outlive the service. `authorize`, if set, decides whether a
+  // call may come from another group's replica (a peer certificate under
+  // TLS); a non-OK status refuses the call with it.
+  explicit MigrationServiceImpl(
+      const rsm::ReplicaContext* replica,
+      std::function<grpc::Status(const grpc::ServerContextBase&)> authorize = nullptr);
 
   grpc::ServerUnaryReactor* PullShard(grpc::CallbackServerContext* ctx,
                                       const pb::PullShardRequest* req,
@@ -47,7 +51,11 @@ class MigrationServiceImpl final : public pb::ShardMigration::CallbackService {
  private:
   using Handler = std::function<void(pb::MigrationRequest, absl::Time,
                                      std::function<void(pb::MigrationResponse)>)>;
+  // A reactor that ends the call with `authorize_`'s refusal; null if allowed.
+  grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx);
+
   const rsm::ReplicaContext* const replica_;
+  const std::function<grpc::Status(const grpc::ServerContextBase&)> authorize_;
   const Handler handler_;
 };
 

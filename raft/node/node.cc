@@ -1,10 +1,15 @@
 #include "raft/node/node.h"
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/init.h"
+#include "common/metrics.h"
+#include "prometheus/counter.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
 
 namespace ds::raft {
 namespace {
@@ -12,6 +17,46 @@ namespace {
 constexpr char kLeaderPayload[] = "type.googleapis.com/ds.raft.LeaderHint";
 
 }  // namespace
+
+NodeMetrics NodeMetrics::Register(prometheus::Registry& registry) {
+  NodeMetrics m;
+  m.proposals = &prometheus::BuildCounter()
+                     .Name("dstack_raft_proposals_total")
+                     .Help("Commands appended to the Raft log by this replica as leader")
+                     .Register(registry)
+                     .Add({});
+  m.sync_seconds = &prometheus::BuildHistogram()
+                        .Name("dstack_raft_storage_sync_duration_seconds")
+                        .Help("Durable writes of Raft state (one fsync'd batch per loop iteration)")
+                        .Register(registry)
+                        .Add({}, common::LatencyBucketsSeconds());
+  m.apply_seconds = &prometheus::BuildHistogram()
+                         .Name("dstack_raft_apply_duration_seconds")
+                         .Help(
+                             "Applying one batch of committed entries (or a snapshot) to the "
+                             "state machine")
+                         .Register(registry)
+                         .Add({}, common::LatencyBucketsSeconds());
+  m.applied_entries = &prometheus::BuildCounter()
+                           .Name("dstack_raft_applied_entries_total")
+                           .Help("Committed log entries handed to the state machine")
+                           .Register(registry)
+                           .Add({});
+  auto& snapshots = prometheus::BuildCounter()
+                        .Name("dstack_raft_snapshots_total")
+                        .Help(
+                            "Snapshots taken here (origin=local) or installed from the leader "
+                            "(origin=leader)")
+                        .Register(registry);
+  m.snapshots_local = &snapshots.Add({{"origin", "local"}});
+  m.snapshots_from_leader = &snapshots.Add({{"origin", "leader"}});
+  m.snapshot_bytes = &prometheus::BuildCounter()
+                          .Name("dstack_raft_snapshot_written_bytes_total")
+                          .Help("Data bytes of the snapshots taken or installed")
+                          .Register(registry)
+                          .Add({});
+  return m;
+}
 
 absl::Status NotLeaderError(uint64_t leader) {
   absl::Status s = absl::UnavailableError(absl::StrCat("not leader; leader=", leader));
@@ -136,10 +181,12 @@ void Node::RunRaft() {
                     s.ToString());
       }
     }
+    uint64_t appended = 0;
     for (auto& p : proposals) {
       absl::Status s = core_->Propose(std::move(p.data));
       if (s.ok()) {
         p.result = {core_->last_index(), core_->term()};
+        ++appended;
       } else {
         p.status = s.code() == absl::StatusCode::kUnavailable ? NotLeaderError(core_->leader()) : s;
       }
@@ -156,6 +203,9 @@ void Node::RunRaft() {
         absl::MutexLock lock(&mu_);
         FailReadsLocked(reads, &answers);
       }
+    }
+    if (appended > 0 && options_.metrics != nullptr) {
+      options_.metrics->proposals->Increment(static_cast<double>(appended));
     }
     for (uint64_t to : transfers) core_->TransferLeadership(to);
     for (auto& req : snapshots) DoSnapshot(req.get());
@@ -239,12 +289,20 @@ bool Node::HandleReady(std::vector<ReadAnswer>* answers) {
     }
     log_->info("installed snapshot at index {} term {} ({} bytes)", rd.snapshot->metadata().index(),
                rd.snapshot->metadata().term(), rd.snapshot->data().size());
+    if (options_.metrics != nullptr) {
+      options_.metrics->snapshots_from_leader->Increment();
+      options_.metrics->snapshot_bytes->Increment(static_cast<double>(rd.snapshot->data().size()));
+    }
   }
   if (rd.hard_state || !rd.entries.empty()) {
     // §5.1 / thesis §3.8: term, vote and entries are durable before any
     // message that reveals them leaves; one fsync covers the whole batch.
+    const auto start = std::chrono::steady_clock::now();
     absl::Status s =
         storage_->Save(rd.hard_state ? &*rd.hard_state : nullptr, rd.entries, rd.must_sync);
+    if (rd.must_sync && options_.metrics != nullptr) {
+      options_.metrics->sync_seconds->Observe(common::SecondsSince(start));
+    }
     if (!s.ok()) {
       log_->critical("persisting Raft state failed, stopping: {}", s.ToString());
       return false;
@@ -263,6 +321,10 @@ bool Node::HandleReady(std::vector<ReadAnswer>* answers) {
   {
     absl::MutexLock lock(&mu_);
     if (rd.snapshot || !rd.committed_entries.empty()) {
+      // Published with the hand-over, so that GetStatus never shows an
+      // applied index above the commit index (the apply thread may finish
+      // the batch before this iteration's PublishStatus).
+      status_.commit = core_->commit();
       ApplyBatch batch;
       batch.snapshot = std::move(rd.snapshot);
       batch.entries = std::move(rd.committed_entries);
@@ -312,8 +374,13 @@ void Node::DoSnapshot(SnapshotRequest* req) {
   }
   // The configuration as of now; without membership changes after `index`
   // (none are proposed yet) it is the configuration at `index`.
+  const size_t bytes = req->data.size();
   req->status = storage_->CreateSnapshot(req->index, core_->conf_state(), std::move(req->data));
   if (req->status.ok()) {
+    if (options_.metrics != nullptr) {
+      options_.metrics->snapshots_local->Increment();
+      options_.metrics->snapshot_bytes->Increment(static_cast<double>(bytes));
+    }
     log_->info("snapshot at index {}; log now starts at {}", req->index, storage_->FirstIndex());
   }
 }
@@ -354,7 +421,13 @@ void Node::RunApply() {
     uint64_t last = 0;
     if (batch.snapshot) last = batch.snapshot->metadata().index();
     if (!batch.entries.empty()) last = batch.entries.back().index();
+    const size_t entries = batch.entries.size();
+    const auto start = std::chrono::steady_clock::now();
     apply_(std::move(batch));
+    if (options_.metrics != nullptr) {
+      options_.metrics->apply_seconds->Observe(common::SecondsSince(start));
+      options_.metrics->applied_entries->Increment(static_cast<double>(entries));
+    }
     absl::MutexLock lock(&mu_);
     if (last > applied_) applied_ = last;
     status_.applied = applied_;

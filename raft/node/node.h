@@ -35,7 +35,39 @@
 #include "raft/transport/transport.h"
 #include "spdlog/logger.h"
 
+namespace prometheus {
+class Counter;
+class Histogram;
+class Registry;
+}  // namespace prometheus
+
 namespace ds::raft {
+
+// What the Node counts and times as it runs, for a daemon's /metrics (every
+// pointer non-null; see Register). The Node's state (term, role, indexes,
+// log and snapshot sizes) is not here: it is read from GetStatus() when
+// scraped. Updated once per loop iteration or apply batch, never per request.
+struct NodeMetrics {
+  // dstack_raft_proposals_total: commands appended to the log as leader.
+  prometheus::Counter* proposals = nullptr;
+  // dstack_raft_storage_sync_duration_seconds: Storage::Save calls that
+  // fsync (one per Ready that needs it: the group commit).
+  prometheus::Histogram* sync_seconds = nullptr;
+  // dstack_raft_apply_duration_seconds: the application's callback, per
+  // batch of committed entries (or snapshot) handed to it.
+  prometheus::Histogram* apply_seconds = nullptr;
+  // dstack_raft_applied_entries_total: entries handed to the application.
+  prometheus::Counter* applied_entries = nullptr;
+  // dstack_raft_snapshots_total{origin="local"}: snapshots this replica
+  // took of its application; {origin="leader"}: installed from the leader.
+  prometheus::Counter* snapshots_local = nullptr;
+  prometheus::Counter* snapshots_from_leader = nullptr;
+  // dstack_raft_snapshot_written_bytes_total: data bytes of those snapshots.
+  prometheus::Counter* snapshot_bytes = nullptr;
+
+  // Creates the families in `registry` (one Node per registry).
+  static NodeMetrics Register(prometheus::Registry& registry);
+};
 
 struct NodeOptions {
   // This replica's id (non-zero, unique in the group). Required.
@@ -53,6 +85,9 @@ struct NodeOptions {
   size_t max_proposals_per_ready = 4096;
   // Logger; default: common::MakeLogger("raft-<id>").
   std::shared_ptr<spdlog::logger> logger;
+  // Counters and histograms to update (must outlive the Node); nullptr
+  // (default): none.
+  const NodeMetrics* metrics = nullptr;
 };
 
 // What the application receives, in log order, on the apply thread.

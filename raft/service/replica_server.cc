@@ -1,5 +1,6 @@
 #include "raft/service/replica_server.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -10,7 +11,9 @@
 #include "absl/strings/str_split.h"
 #include "common/files.h"
 #include "common/init.h"
+#include "common/metrics.h"
 #include "common/net.h"
+#include "common/tls.h"
 #include "raft/storage/rocksdb_storage.h"
 
 ABSL_FLAG(uint64_t, id, 0, "This replica's id: one of the ids in --peers. Required.");
@@ -20,7 +23,8 @@ ABSL_FLAG(std::string, peers, "",
 ABSL_FLAG(std::string, data_dir, "",
           "Directory of this replica's state (created if missing). Required.");
 ABSL_FLAG(std::string, listen, "",
-          "HOST:PORT to listen on. Default: this replica's address in --peers.");
+          "HOST:PORT to listen on for clients. Default: this replica's address in "
+          "--client-endpoints, else in --peers.");
 ABSL_FLAG(uint64_t, snapshot_threshold_bytes, 64ull << 20,
           "Snapshot when the persisted Raft log exceeds this many bytes; 0 never snapshots.");
 ABSL_FLAG(absl::Duration, tick_interval, absl::Milliseconds(100), "Raft tick period.");
@@ -42,6 +46,19 @@ ABSL_FLAG(int, grpc_max_threads, 256,
           "health checks (client requests and Raft messages hold no thread while they wait).");
 ABSL_FLAG(absl::Duration, shutdown_deadline, absl::Seconds(5),
           "On SIGTERM, how long in-flight requests may run before they are cancelled.");
+ABSL_FLAG(std::string, listen_peer, "",
+          "HOST:PORT of a separate port for Raft traffic only (the addresses in --peers are "
+          "then these ports, and --client-endpoints lists the client ports). Default: Raft "
+          "shares the client port.");
+ABSL_FLAG(std::string, client_endpoints, "",
+          "Every replica's client address, ID=HOST:PORT,... (what clients are told of the "
+          "leader). Required with --listen-peer. Default: the addresses in --peers.");
+ABSL_FLAG(std::string, peer_tls_cert, "",
+          "PEM certificate this replica presents to its peers (and serves on --listen-peer).");
+ABSL_FLAG(std::string, peer_tls_key, "", "PEM private key of --peer-tls-cert.");
+ABSL_FLAG(std::string, peer_tls_ca, "",
+          "PEM CA that signs the replicas' certificates: Raft and shard-migration calls must "
+          "carry a certificate it signed. Required with --tls-* or --peer-tls-cert.");
 
 namespace ds::rsm {
 
@@ -62,6 +79,18 @@ absl::StatusOr<ReplicaServerOptions> ReplicaServerOptionsFromFlags(std::string p
   o.data_dir = absl::GetFlag(FLAGS_data_dir);
   if (o.data_dir.empty()) return absl::InvalidArgumentError("--data-dir is required");
   o.listen = absl::GetFlag(FLAGS_listen);
+  o.listen_peer = absl::GetFlag(FLAGS_listen_peer);
+  if (const std::string list = absl::GetFlag(FLAGS_client_endpoints); !list.empty()) {
+    auto clients = common::ParsePeerList(list);
+    if (!clients.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--client-endpoints: ", clients.status().message()));
+    }
+    o.client_endpoints = *clients;
+  }
+  o.tls = common::TlsFlags();
+  o.peer_tls = {absl::GetFlag(FLAGS_peer_tls_cert), absl::GetFlag(FLAGS_peer_tls_key),
+                absl::GetFlag(FLAGS_peer_tls_ca)};
   o.rsm.snapshot_threshold_bytes = absl::GetFlag(FLAGS_snapshot_threshold_bytes);
   o.tick_interval = absl::GetFlag(FLAGS_tick_interval);
   o.election_ticks = absl::GetFlag(FLAGS_election_ticks);
@@ -87,6 +116,7 @@ absl::StatusOr<ReplicaServerOptions> ReplicaServerOptionsFromFlags(std::string p
   }
   o.grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
   o.shutdown_deadline = absl::GetFlag(FLAGS_shutdown_deadline);
+  o.metrics_listen = common::MetricsListenFlag();
   return o;
 }
 
@@ -160,17 +190,86 @@ absl::Status CheckDataDir(const ReplicaServerOptions& o) {
 
 }  // namespace
 
+absl::StatusOr<ReplicaServer::Security> ReplicaServer::MakeSecurity(
+    const ReplicaServerOptions& o, std::shared_ptr<spdlog::logger> log) {
+  const bool shared_port = o.listen_peer.empty();
+  if (!shared_port && o.client_endpoints.empty()) {
+    return absl::InvalidArgumentError(
+        "--listen-peer needs --client-endpoints (the client port of every replica)");
+  }
+  if (!o.client_endpoints.empty()) {
+    for (const auto& [id, addr] : o.peers) {
+      if (!o.client_endpoints.contains(id)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--client-endpoints has no address for replica ", id, " of --peers"));
+      }
+    }
+  }
+  if ((o.tls.enabled() || !o.peer_tls.cert.empty()) &&
+      (o.peer_tls.cert.empty() || o.peer_tls.ca.empty())) {
+    return absl::InvalidArgumentError(
+        "with TLS, replicas need --peer-tls-cert, --peer-tls-key and --peer-tls-ca: Raft and "
+        "shard-migration calls must carry a certificate the peers' CA signed");
+  }
+  if (shared_port && o.peer_tls.enabled() && !o.tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "--peer-tls-* with Raft on the client port needs --tls-cert and --tls-key too (the "
+        "port's certificate), or a separate port for Raft (--listen-peer)");
+  }
+  Security sec;
+  // The client port also takes the peers' certificates (shard migration, and
+  // Raft when it shares the port); checked per call by `peer_check`.
+  auto client_port = common::MakeServerCredentials(o.tls, "--tls", o.peer_tls.ca);
+  if (!client_port.ok()) return client_port.status();
+  sec.client_port = *client_port;
+  if (!shared_port) {
+    auto peer_port = common::MakeServerCredentials(o.peer_tls, "--peer-tls");
+    if (!peer_port.ok()) return peer_port.status();
+    sec.peer_port = *peer_port;
+  }
+  auto to_peers = common::MakeChannelCredentials(o.peer_tls, "--peer-tls", o.tls.ca);
+  if (!to_peers.ok()) return to_peers.status();
+  sec.to_peers = *to_peers;
+  if (o.tls.enabled()) {
+    auto check = common::PeerCertificateCheck::Create(o.peer_tls.ca, std::move(log));
+    if (!check.ok()) return check.status();
+    sec.peer_check = *check;
+  }
+  return sec;
+}
+
 int FailStart(const std::string& program, const absl::Status& status) {
   std::fprintf(stderr, "%s: %s\n", program.c_str(), std::string(status.message()).c_str());
   return 2;
 }
 
-ReplicaServer::ReplicaServer(ReplicaServerOptions options, Application* app)
+ReplicaServer::ReplicaServer(ReplicaServerOptions options, Application* app, Security security)
     : options_(std::move(options)),
+      security_(std::move(security)),
       sm_(app, options_.sessions),
-      server_({.listen_address =
-                   options_.listen.empty() ? options_.peers.at(options_.id) : options_.listen,
-               .max_pollers = options_.grpc_max_threads}) {}
+      server_({.listen_address = !options_.listen.empty() ? options_.listen
+                                 : !options_.client_endpoints.empty()
+                                     ? options_.client_endpoints.at(options_.id)
+                                     : options_.peers.at(options_.id),
+               .serving_at_start = false,
+               .max_pollers = options_.grpc_max_threads,
+               .credentials = security_.client_port}) {
+  if (!options_.listen_peer.empty()) {
+    peer_server_ = std::make_unique<common::GrpcServer>(common::GrpcServerOptions{
+        .listen_address = options_.listen_peer, .credentials = security_.peer_port});
+  }
+}
+
+std::function<grpc::Status(const grpc::ServerContextBase&)> ReplicaServer::peer_authorizer() const {
+  if (security_.peer_check == nullptr) return nullptr;
+  return [check = security_.peer_check](const grpc::ServerContextBase& ctx) {
+    return check->Check(ctx, "peer call");
+  };
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ReplicaServer::credentials_to_client_ports() const {
+  return options_.tls.enabled() ? security_.to_peers : grpc::InsecureChannelCredentials();
+}
 
 absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServerOptions options,
                                                                     Application* app) {
@@ -184,9 +283,13 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
         absl::StrCat("cannot create the data directory ", options.data_dir, ": ", ec.message()));
   }
   if (absl::Status st = CheckDataDir(options); !st.ok()) return st;
-  std::unique_ptr<ReplicaServer> s(new ReplicaServer(std::move(options), app));
+  auto logger = common::MakeLogger(absl::StrCat(options.service.name, "-", options.id));
+  auto security = MakeSecurity(options, logger);
+  if (!security.ok()) return security.status();
+  std::unique_ptr<ReplicaServer> s(
+      new ReplicaServer(std::move(options), app, std::move(*security)));
   const ReplicaServerOptions& o = s->options_;
-  s->logger_ = common::MakeLogger(absl::StrCat(o.service.name, "-", o.id));
+  s->logger_ = std::move(logger);
 
   auto storage = raft::RocksDbStorage::Open(o.data_dir + "/raft");
   if (!storage.ok()) {
@@ -198,6 +301,10 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
   for (const auto& [pid, addr] : o.peers) {
     if (pid != o.id) topts.peers[pid] = addr;
   }
+  topts.credentials = s->security_.to_peers;
+  // Raft on the client port under TLS: only peers' certificates may speak it.
+  // On its own port the TLS handshake already demands one.
+  if (o.listen_peer.empty()) topts.authorize = s->peer_authorizer();
   auto transport = std::make_unique<raft::GrpcTransport>(topts);
   s->transport_ = transport.get();
 
@@ -208,18 +315,24 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
   nopts.raft.heartbeat_ticks = o.heartbeat_ticks;
   nopts.tick_interval = o.tick_interval;
   nopts.logger = s->logger_;
+  if (!o.metrics_listen.empty()) {
+    s->metrics_ = std::make_unique<ReplicaMetrics>(o.service.name, o.id);
+    nopts.metrics = s->metrics_->node();
+  }
   auto rsm = raft::Rsm::Start(o.rsm, nopts, std::move(*storage), std::move(transport), &s->sm_);
   if (!rsm.ok()) {
     return absl::Status(rsm.status().code(),
                         absl::StrCat("starting raft: ", rsm.status().message()));
   }
   s->rsm_ = std::move(*rsm);
+  s->restore_index_ = s->rsm_->status().snapshot_index;
 
   ServiceOptions service = o.service;
-  service.addresses = o.peers;
+  service.addresses = o.client_endpoints.empty() ? o.peers : o.client_endpoints;
+  if (s->metrics_) service.request_metrics = s->metrics_->requests();
   s->context_ = std::make_unique<ReplicaContext>(std::move(service), s->rsm_.get(), &s->sm_);
   s->replica_service_ = std::make_unique<ReplicaServiceImpl>(s->context_.get());
-  s->server_.AddService(s->transport_->service());
+  (s->peer_server_ ? *s->peer_server_ : s->server_).AddService(s->transport_->service());
   s->server_.AddService(s->replica_service_.get());
   return s;
 }
@@ -232,10 +345,46 @@ void ReplicaServer::AddService(grpc::Service* service, std::function<void()> clo
 }
 
 absl::Status ReplicaServer::Serve() {
+  if (peer_server_) {
+    if (absl::Status st = peer_server_->Start(); !st.ok()) return st;
+    logger_->info("replica {} serving Raft on {}{}", options_.id, peer_server_->address(),
+                  options_.peer_tls.enabled() ? " (mutual TLS)" : "");
+  }
   if (absl::Status st = server_.Start(); !st.ok()) return st;
-  logger_->info("replica {} serving on {} (data {}, {} peers)", options_.id, server_.address(),
+  logger_->info("replica {} serving on {}{} (data {}, {} peers)", options_.id, server_.address(),
+                !options_.tls.enabled()   ? ""
+                : options_.tls.ca.empty() ? " (TLS)"
+                                          : " (mutual TLS)",
                 options_.data_dir, options_.peers.size());
+  if (metrics_) {
+    if (absl::Status st =
+            metrics_->Serve(options_.metrics_listen, rsm_.get(), &sm_, &context_->options());
+        !st.ok()) {
+      return st;
+    }
+    logger_->info("metrics on http://{}/metrics", metrics_->address());
+  }
+  monitor_ = std::thread([this] { MonitorHealth(); });
   return absl::OkStatus();
+}
+
+bool ReplicaServer::Restored() const { return rsm_->status().applied >= restore_index_; }
+
+void ReplicaServer::MonitorHealth() {
+  const absl::Duration period = std::min(options_.tick_interval, absl::Milliseconds(100));
+  do {
+    const raft::NodeStatus st = rsm_->status();
+    const bool serving = st.applied >= restore_index_ && st.leader != 0;
+    if (serving != serving_.exchange(serving)) {
+      server_.SetServing(serving);
+      if (serving) {
+        logger_->info("health: SERVING (leader {}, term {})", st.leader, st.term);
+      } else {
+        logger_->info("health: NOT_SERVING ({})",
+                      st.applied < restore_index_ ? "restoring the snapshot" : "no leader known");
+      }
+    }
+  } while (!stop_monitor_.WaitForNotificationWithTimeout(period));
 }
 
 int ReplicaServer::Run() {
@@ -243,8 +392,25 @@ int ReplicaServer::Run() {
     Shutdown();
     return FailStart(options_.program, st);
   }
+  systemd_ = std::make_unique<common::SystemdNotifier>(logger_);
+  if (systemd_->enabled()) {
+    // systemd's start job ends at READY: not before the state is restored.
+    // A leader is not awaited (the first replica of a group has none alone).
+    while (!Restored()) absl::SleepFor(absl::Milliseconds(10));
+    systemd_->Ready(absl::StrCat("replica ", options_.id, " serving on ", server_.address()));
+    // Fed only while the Raft loop turns (it wakes at least every tick): a
+    // hung Raft thread or a stopped process stops the pings.
+    auto last_loops = std::make_shared<uint64_t>(rsm_->status().loops);
+    systemd_->StartWatchdog([this, last_loops] {
+      const uint64_t loops = rsm_->status().loops;
+      const bool turned = loops != *last_loops;
+      *last_loops = loops;
+      return turned;
+    });
+  }
   const int sig = common::WaitForShutdownSignal();
   logger_->info("signal {}: shutting down", sig);
+  systemd_->Stopping("shutting down");
   Shutdown();
   logger_->info("stopped");
   return 0;
@@ -253,6 +419,12 @@ int ReplicaServer::Run() {
 void ReplicaServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (metrics_) metrics_->Stop();  // scrapes read the Rsm
+  if (monitor_.joinable()) {
+    stop_monitor_.Notify();
+    monitor_.join();
+  }
+  systemd_.reset();  // the watchdog thread reads the Rsm
   // The server first (GrpcTransport's service must stop before the
   // transport), then Raft. Long-lived streams (clients' Batch, peers' Raft
   // streams) would hold the shutdown for its whole deadline: end them first;
@@ -260,6 +432,7 @@ void ReplicaServer::Shutdown() {
   for (auto& close : stream_closers_) close();
   if (transport_ != nullptr) transport_->CloseInboundStreams();
   server_.Shutdown(options_.shutdown_deadline);
+  if (peer_server_) peer_server_->Shutdown(options_.shutdown_deadline);
   if (rsm_ != nullptr) rsm_->Stop();
 }
 

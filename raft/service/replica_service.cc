@@ -123,11 +123,12 @@ grpc::ServerUnaryReactor* ReplicaServiceImpl::Register(grpc::CallbackServerConte
                 absl::InvalidArgumentError("register needs a nonzero client id and creation time"));
     return reactor;
   }
+  std::function<void(absl::Status)> done = [this, ctx, reactor, resp](absl::Status st) {
+    if (st.ok()) replica_->FillHeader(resp->mutable_header());
+    FinishUnary(*replica_, ctx, reactor, st);
+  };
   OpenSessionAsync(replica_->rsm(), s, replica_->CallDeadline(ctx),
-                   [this, ctx, reactor, resp](absl::Status st) {
-                     if (st.ok()) replica_->FillHeader(resp->mutable_header());
-                     FinishUnary(*replica_, ctx, reactor, st);
-                   });
+                   common::TimedReply(replica_->request_metrics(), "register", std::move(done)));
   return reactor;
 }
 

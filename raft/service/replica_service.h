@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/metrics.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/rsm.grpc.pb.h"
 #include "raft/node/node.h"
@@ -32,6 +33,9 @@ struct ServiceOptions {
   // Adds the service's own fields to a Status answer (shardkv: its shards).
   // Called on gRPC's threads: must be thread-safe and quick. Optional.
   std::function<void(pb::StatusResponse*)> status_extra;
+  // Request latencies by operation (--metrics-listen; filled in by
+  // ReplicaServer). nullptr (default): not measured. Must outlive the context.
+  common::RequestMetrics* request_metrics = nullptr;
 };
 
 // What a service's handlers need of their replica. Thread-safe.
@@ -44,6 +48,8 @@ class ReplicaContext {
   raft::Rsm& rsm() const { return *rsm_; }
   const SessionStateMachine& state_machine() const { return *sm_; }
   const ServiceOptions& options() const { return options_; }
+  // nullptr when metrics are off.
+  common::RequestMetrics* request_metrics() const { return options_.request_metrics; }
 
   // The deadline of a request whose client gave `client_deadline` (or a
   // timeout, for Batch requests): the earlier of it and request_timeout.

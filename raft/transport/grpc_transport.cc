@@ -129,8 +129,9 @@ class GrpcTransport::Service final
  public:
   explicit Service(GrpcTransport* transport) : transport_(transport) {}
 
-  grpc::ServerReadReactor<pb::MessageBatch>* Stream(grpc::CallbackServerContext*,
+  grpc::ServerReadReactor<pb::MessageBatch>* Stream(grpc::CallbackServerContext* ctx,
                                                     pb::SendAck*) override {
+    if (grpc::Status st = transport_->Authorize(*ctx); !st.ok()) return new Refused(st);
     return InboundStream::Open(transport_, &streams_);
   }
 
@@ -138,8 +139,10 @@ class GrpcTransport::Service final
 
   // Reassembles the chunks; the message reaches the core only once complete,
   // so a broken stream never installs a partial snapshot.
-  grpc::Status InstallSnapshot(grpc::ServerContext*, grpc::ServerReader<pb::SnapshotChunk>* reader,
+  grpc::Status InstallSnapshot(grpc::ServerContext* ctx,
+                               grpc::ServerReader<pb::SnapshotChunk>* reader,
                                pb::SendAck*) override {
+    if (grpc::Status st = transport_->Authorize(*ctx); !st.ok()) return st;
     pb::SnapshotChunk chunk;
     pb::Message msg;
     bool have_header = false;
@@ -162,6 +165,13 @@ class GrpcTransport::Service final
   }
 
  private:
+  // A Stream call refused before reading anything.
+  class Refused final : public grpc::ServerReadReactor<pb::MessageBatch> {
+   public:
+    explicit Refused(const grpc::Status& status) { Finish(status); }
+    void OnDone() override { delete this; }
+  };
+
   GrpcTransport* const transport_;
   common::StreamRegistry streams_;
 };
@@ -185,8 +195,10 @@ GrpcTransport::GrpcTransport(GrpcTransportOptions options)
     // A channel per peer (not a shared subchannel pool entry), so one slow
     // peer's connection never queues behind another's.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    peer->stub = pb::RaftService::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    peer->stub = pb::RaftService::NewStub(grpc::CreateCustomChannel(
+        address,
+        options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
+        args));
     peers_[id] = std::move(peer);
   }
 }

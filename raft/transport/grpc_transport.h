@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -27,6 +28,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/credentials.h"
 #include "proto/raft.grpc.pb.h"
 #include "raft/transport/transport.h"
 
@@ -59,6 +61,12 @@ struct GrpcTransportOptions {
   // gRPC reconnect backoff ceiling: how long a restarted peer may wait until
   // we try its address again. Default: 1 s.
   absl::Duration max_reconnect_backoff = absl::Seconds(1);
+  // TLS of the connections to peers (common/tls.h). Null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Decides whether an incoming Stream or InstallSnapshot call may speak for
+  // a peer (common::PeerCertificateCheck when Raft shares the client port
+  // under TLS); a non-OK status refuses the call with it. Null: all may.
+  std::function<grpc::Status(const grpc::ServerContextBase&)> authorize;
 };
 
 class GrpcTransport : public Transport {
@@ -95,6 +103,9 @@ class GrpcTransport : public Transport {
   void StreamSnapshot(Peer* peer, pb::Message msg);
   // Hands `msg` to the handler unless stopped; never under a lock.
   void Deliver(pb::Message msg);
+  grpc::Status Authorize(const grpc::ServerContextBase& ctx) const {
+    return options_.authorize ? options_.authorize(ctx) : grpc::Status::OK;
+  }
   void Report(pb::MessageType type, uint64_t peer, bool reject);
 
   const GrpcTransportOptions options_;

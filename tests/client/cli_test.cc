@@ -100,6 +100,37 @@ TEST_F(CliTest, JsonOutputAndEnvironmentEndpoints) {
   EXPECT_NE(status.output.find("\"role\":\"leader\""), std::string::npos) << status.output;
 }
 
+// --flagfile: flags one per line with dashes (as systemd units pass them),
+// comments and blank lines skipped, later command-line flags win; a missing
+// file or a line that is not a flag is a usage error (2) naming the file.
+TEST_F(CliTest, FlagFile) {
+  FakeKvCluster cluster(1);
+  const std::string file = dir_ + "/kvctl.flags";
+  std::ofstream(file) << "# kvctl settings\n\n  --endpoints=" << cluster.endpoints_flag()
+                      << "  \n--write-out=json\n";
+  EXPECT_EQ(Kvctl({"--flagfile=" + file, "put", "k", "v"}).output, "{\"ok\":true}\n");
+  EXPECT_EQ(Kvctl({"--flagfile", file, "--write-out=simple", "get", "k"}).output, "v\n");
+  const std::string nested = dir_ + "/nested.flags";
+  std::ofstream(nested) << "--flagfile=" << file << "\n";
+  EXPECT_EQ(Kvctl({"--flagfile=" + nested, "--write-out=simple", "get", "k"}).output, "v\n");
+  Result missing = Kvctl({"--flagfile=" + dir_ + "/none", "get", "k"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.output.find("cannot read --flagfile " + dir_ + "/none"), std::string::npos)
+      << missing.output;
+  const std::string bad = dir_ + "/bad.flags";
+  std::ofstream(bad) << "--endpoints=" << cluster.endpoints_flag() << "\nget k\n";
+  Result not_flag = Kvctl({"--flagfile=" + bad, "get", "k"});
+  EXPECT_EQ(not_flag.exit_code, 2);
+  EXPECT_NE(not_flag.output.find(bad + ":2: not a flag: get k"), std::string::npos)
+      << not_flag.output;
+  const std::string unknown = dir_ + "/unknown.flags";
+  std::ofstream(unknown) << "--no-such-flag=1\n";
+  Result unknown_flag = Kvctl({"--flagfile=" + unknown, "get", "k"});
+  EXPECT_EQ(unknown_flag.exit_code, 2);
+  EXPECT_NE(unknown_flag.output.find("unknown flag --no_such_flag"), std::string::npos)
+      << unknown_flag.output;
+}
+
 TEST_F(CliTest, StdinModeOneResultPerLine) {
   FakeKvCluster cluster(3);
   cluster.set_leader(2);

@@ -22,6 +22,7 @@
 #include "common/subprocess.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/health.grpc.pb.h"
 #include "proto/kv.grpc.pb.h"
 #include "raft/rsm/session_table.h"
 #include "tests/kvraft/process_cluster.h"
@@ -222,6 +223,41 @@ TEST(KvraftProcess, SnapshotsBoundTheLogAndCatchUpARestartedReplica) {
     absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_GE(applied, leader_status->commit_index()) << cluster.LogTail(lagging);
+}
+
+// The health service's answer at `endpoint` ("" service): SERVING,
+// NOT_SERVING, or the RPC's error.
+std::string HealthAt(const std::string& endpoint) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status st = stub->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &resp);
+  if (!st.ok()) return st.error_message();
+  return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
+}
+
+// Health means "state restored and a leader known": a replica left alone
+// turns NOT_SERVING (it knows no leader once its election timeout passes),
+// and SERVING again when its peers are back.
+TEST(KvraftProcess, HealthyOnlyWhileALeaderIsKnown) {
+  ProcessCluster cluster(kKvServer, 3, kFastRaft);
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(HealthAt(cluster.endpoints()[i]), "SERVING");
+  cluster.Kill(1);
+  cluster.Kill(2);
+  std::string health;
+  for (absl::Time deadline = absl::Now() + absl::Seconds(10); absl::Now() < deadline;) {
+    health = HealthAt(cluster.endpoints()[0]);
+    if (health == "NOT_SERVING") break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(health, "NOT_SERVING") << cluster.LogTail(0);
+  cluster.Start(1);
+  cluster.Start(2);
+  EXPECT_TRUE(cluster.WaitHealthy(0).ok()) << cluster.LogTail(0);
+  EXPECT_TRUE(cluster.WaitAllHealthy().ok());
 }
 
 TEST(KvraftProcess, GracefulShutdownOnSigterm) {

@@ -12,19 +12,12 @@
 #include "common/files.h"
 #include "common/net.h"
 #include "gtest/gtest.h"
+#include "tests/rsm/null_app.h"
 
 namespace ds::rsm {
 namespace {
 
-// An application that applies nothing (the checks happen before Raft starts).
-class NullApp : public Application {
- public:
-  absl::StatusOr<std::string> Apply(std::string_view, const ApplyContext&) override {
-    return std::string();
-  }
-  void SnapshotTo(std::string*) const override {}
-  absl::Status Restore(std::string_view) override { return absl::OkStatus(); }
-};
+using testing::NullApp;
 
 class ReplicaServerTest : public ::testing::Test {
  protected:
