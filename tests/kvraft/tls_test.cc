@@ -3,7 +3,9 @@
 // the client port (a client without a certificate is refused), Raft calls on a
 // shared port only with a peer certificate (a client's certificate forging
 // Raft traffic is refused), a replica whose certificate the peers' CA did not
-// sign cannot join, and --listen-peer keeps Raft off the client port.
+// sign cannot join, and --listen-peer keeps Raft off the client port; kvbench,
+// the sharded service (groups reaching the controller and each other with peer
+// certificates) and MapReduce (coordinator, worker, mrrun) over mutual TLS.
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +24,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/raft.grpc.pb.h"
+#include "proto/shardkv.grpc.pb.h"
 #include "tests/common/kvctl_runner.h"
 
 namespace ds::kv {
@@ -162,6 +165,16 @@ TEST_F(TlsTest, MutualTlsOnASharedPort) {
   EXPECT_EQ(Kvctl({"--tls-cert=" + File("client.pem"), ep, "get", "k"}).code, 2)
       << "--tls-cert without --tls-key is a usage error";
 
+  // kvbench too: TLS with the client certificate, no errors.
+  std::vector<std::string> bench = {
+      common::BinaryPath("kvbench"), ep, "--clients=4", "--duration=1s", "-w", "json"};
+  for (const std::string& f : ClientTls()) bench.push_back(f);
+  auto kvbench = common::Subprocess::Start({.argv = bench, .log_path = *dir_ + "/kvbench.log"});
+  ASSERT_TRUE(kvbench.ok());
+  EXPECT_EQ((*kvbench)->WaitFor(absl::Seconds(60)), 0);
+  const std::string bench_out = common::ReadWholeFile(*dir_ + "/kvbench.log").value_or("");
+  EXPECT_NE(bench_out.find("\"errors\":0"), std::string::npos) << bench_out;
+
   // A client's certificate (valid on this port) cannot speak Raft.
   auto creds = common::MakeChannelCredentials(
       {File("client.pem"), File("client.key"), File("client-ca.pem")}, "--tls");
@@ -239,6 +252,63 @@ TEST_F(TlsTest, SeparatePeerPortKeepsRaftOffTheClientPort) {
   EXPECT_EQ((*p)->WaitFor(absl::Seconds(10)), 2);
   EXPECT_NE(common::ReadWholeFile(*dir_ + "/bad.log")->find("--client-endpoints"),
             std::string::npos);
+}
+
+// The sharded service over mutual TLS: a controller and two groups of one
+// replica; the groups reach the controller and each other (shard migration)
+// with their peer certificates, clients with theirs.
+TEST_F(TlsTest, ShardsMoveBetweenGroupsOverMutualTls) {
+  auto start = [&](const std::string& binary, std::vector<std::string> flags, int i) {
+    std::vector<std::string> argv = {common::BinaryPath(binary), "--id=1",
+                                     absl::StrCat("--data-dir=", *dir_, "/", name_, "-", i)};
+    argv.insert(argv.end(), kFastRaft.begin(), kFastRaft.end());
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    const std::vector<std::string> tls = MutualTls();
+    argv.insert(argv.end(), tls.begin(), tls.end());
+    auto p = common::Subprocess::Start({.argv = argv, .log_path = LogPath(i)});
+    ASSERT_TRUE(p.ok()) << p.status();
+    procs_.push_back(std::move(*p));
+  };
+  start("shardctrler-server", {"--peers=1=" + Port(0)}, 0);
+  for (int g = 1; g <= 2; ++g) {
+    start("shardkv-server",
+          {absl::StrCat("--gid=", g * 100), "--peers=1=" + Port(g), "--controllers=" + Port(0)}, g);
+  }
+  ASSERT_TRUE(WaitHealthy(ClientTls(), absl::StrCat(Port(0), ",", Port(1), ",", Port(2))))
+      << Log(0) << Log(1);
+  auto kvctl = [&](std::vector<std::string> args) {
+    std::vector<std::string> all = ClientTls();
+    all.push_back("--controllers=" + Port(0));
+    all.push_back("--timeout=20s");
+    all.insert(all.end(), args.begin(), args.end());
+    return Kvctl(all);
+  };
+  ASSERT_EQ(kvctl({"ctrl", "join", "100=" + Port(1)}).code, 0) << Log(0);
+  for (int k = 0; k < 20; ++k) {
+    ASSERT_TRUE(Printed(kvctl({"put", absl::StrCat("key", k), absl::StrCat("v", k)}), "OK\n"))
+        << Log(1);
+  }
+  // Group 200 joins: about half of the shards move from 100 to 200.
+  ASSERT_EQ(kvctl({"ctrl", "join", "200=" + Port(2)}).code, 0);
+  for (int k = 0; k < 20; ++k) {
+    EXPECT_TRUE(Printed(kvctl({"get", absl::StrCat("key", k)}), absl::StrCat("v", k, "\n")))
+        << Log(2);
+  }
+  KvctlResult owners = kvctl({"ctrl", "query"});
+  EXPECT_NE(owners.out.find("200"), std::string::npos) << owners;
+  EXPECT_EQ((Log(1) + Log(2)).find("refused peer call"), std::string::npos) << Log(1) << Log(2);
+  // A client's certificate cannot pull or delete a shard: migration needs a
+  // peer's.
+  auto creds = common::MakeChannelCredentials(
+      {File("client.pem"), File("client.key"), File("client-ca.pem")}, "--tls");
+  ASSERT_TRUE(creds.ok());
+  auto stub = shardkv::pb::ShardMigration::NewStub(grpc::CreateChannel(Port(1), *creds));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  shardkv::pb::DeleteShardResponse resp;
+  grpc::Status st = stub->DeleteShard(&ctx, shardkv::pb::DeleteShardRequest(), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  EXPECT_NE(Log(1).find("refused peer call"), std::string::npos) << Log(1);
 }
 
 // MapReduce over mutual TLS: a worker started before the coordinator (as
