@@ -229,19 +229,32 @@ void RetryingCall::Resume(absl::Duration pause) {
 // Asks every replica at once who leads; the first that names a leader wins.
 void RetryingCall::Probe() {
   uint64_t round;
+  const size_t count = n();
+  ReplicaTransport* const transport = transport_;
   {
     absl::MutexLock lock(&mu_);
     round = ++probe_round_;
-    probes_pending_ = n();
+    probes_pending_ = count;
     probe_settled_ = false;
+    probe_launching_ = true;
+    probe_outcome_.reset();
   }
   const absl::Time deadline = std::min(deadline_, absl::Now() + options_.attempt_timeout);
   auto self = shared_from_this();
-  for (size_t i = 0; i < n(); ++i) {
-    transport_->Probe(i, deadline, [self, round, i](absl::StatusOr<rsm::pb::StatusResponse> s) {
+  for (size_t i = 0; i < count; ++i) {
+    transport->Probe(i, deadline, [self, round, i](absl::StatusOr<rsm::pb::StatusResponse> s) {
       self->OnProbe(round, i, std::move(s));
     });
   }
+  std::optional<std::pair<size_t, std::string>> outcome;
+  {
+    absl::MutexLock lock(&mu_);
+    probe_launching_ = false;
+    if (round == probe_round_) outcome = std::move(probe_outcome_);
+    probe_outcome_.reset();
+  }
+  // Settled while the probes went out: this thread continues the chain.
+  if (outcome) AfterProbe(outcome->first, std::move(outcome->second));
 }
 
 void RetryingCall::OnProbe(uint64_t round, size_t i, absl::StatusOr<rsm::pb::StatusResponse> s) {
@@ -265,12 +278,20 @@ void RetryingCall::OnProbe(uint64_t round, size_t i, absl::StatusOr<rsm::pb::Sta
       give_up = true;
       why = probe_error_;
     }
+    if ((found != LeaderCache::kUnknown || give_up) && probe_launching_) {
+      probe_outcome_.emplace(found, std::move(why));  // Probe() continues
+      return;
+    }
   }
   // Settled: this thread alone continues the chain.
+  if (found != LeaderCache::kUnknown || give_up) AfterProbe(found, std::move(why));
+}
+
+void RetryingCall::AfterProbe(size_t found, std::string why) {
   if (found != LeaderCache::kUnknown) {
     leader_->Set(found);
     Attempt(found);
-  } else if (give_up) {
+  } else {
     last_error_ = why.empty() ? "no replica knows a leader (election in progress?)"
                               : absl::StrCat("no leader found; ", why);
     Reply r;

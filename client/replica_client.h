@@ -32,6 +32,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -242,6 +243,9 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   void Later(absl::Duration pause);
   void Probe();
   void OnProbe(uint64_t round, size_t replica, absl::StatusOr<rsm::pb::StatusResponse> status);
+  // Continues the chain once a probe round is settled: an attempt at `found`,
+  // or (kUnknown) the round failed with `why`.
+  void AfterProbe(size_t found, std::string why);
   void Finish(Reply reply);
 
   // Changed only by Retarget, while no attempt or probe is in flight.
@@ -267,6 +271,13 @@ class RetryingCall : public std::enable_shared_from_this<RetryingCall> {
   uint64_t probe_round_ ABSL_GUARDED_BY(mu_) = 0;
   size_t probes_pending_ ABSL_GUARDED_BY(mu_) = 0;
   bool probe_settled_ ABSL_GUARDED_BY(mu_) = false;
+  // Probe() is still sending the round's probes. A probe answered meanwhile
+  // (on another thread, or inline) that settles the round leaves the outcome
+  // here, and Probe() continues the chain after its loop: the chain may end
+  // the operation, after which the caller may destroy the transport that the
+  // loop is still using.
+  bool probe_launching_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<std::pair<size_t, std::string>> probe_outcome_ ABSL_GUARDED_BY(mu_);
   std::string probe_error_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -6,18 +6,21 @@
 // reads/s for one client.) Also: "wrong group" re-reads the configuration and
 // resends the same command, with the same session reference, to the new
 // owner.
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "client/ctrl_client.h"
 #include "client/kv_client.h"
@@ -243,6 +246,59 @@ TEST(ShardedKvClient, WrongGroupRereadsTheConfigurationAndResendsTheSameCommand)
       << "the same command (same session reference) goes to the new owner";
   EXPECT_EQ(at1[1].put().session().sequence(), at1[0].put().session().sequence() + 1);
   EXPECT_EQ(f.ctrl_transport.queries(), 2);
+}
+
+// Replica 0 leads and answers its probe at once on another thread, while the
+// thread sending the round's probes is slow to send the next one: the answer
+// can end the whole operation before the loop is done, and a caller may then
+// destroy the transport. No probe may go out once the operation has ended
+// (found by ASan in lab 4B: the loop read a transport the finished clerk had
+// freed).
+class SlowProber final : public KvTransport {
+ public:
+  ~SlowProber() override {
+    for (auto& t : threads_) t.join();
+  }
+  const std::vector<std::string>& endpoints() const override { return endpoints_; }
+  void Probe(size_t i, absl::Time,
+             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
+    if (ended) ++probes_after_end;
+    if (i != 0) return done(absl::UnavailableError("down"));
+    threads_.emplace_back([done = std::move(done)] {
+      rsm::pb::StatusResponse s;
+      s.set_id(1);
+      s.set_role(rsm::pb::ROLE_LEADER);
+      done(s);
+    });
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  void RunAt(absl::Time, std::function<void()> fn) override { fn(); }
+  void Send(size_t, kv::pb::KvRequest, absl::Time,
+            std::function<void(kv::pb::KvResponse)> done) override {
+    kv::pb::KvResponse resp;
+    resp.mutable_get()->set_found(false);
+    done(std::move(resp));
+  }
+
+  std::atomic<bool> ended{false};
+  std::atomic<int> probes_after_end{0};
+
+ private:
+  const std::vector<std::string> endpoints_ = {"r1", "r2", "r3"};
+  std::vector<std::thread> threads_;  // touched by the probing thread only
+};
+
+TEST(RetryingCall, NothingTouchesTheTransportAfterTheOperationEnded) {
+  SlowProber transport;
+  KvClient client(&transport, std::make_shared<LeaderCache>(transport.endpoints()), RetryOptions());
+  absl::Notification done;
+  client.Get("k", [&](absl::StatusOr<GetResult> r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    transport.ended = true;
+    done.Notify();
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(transport.probes_after_end, 0) << "probes were sent after the operation's callback ran";
 }
 
 }  // namespace
