@@ -89,11 +89,25 @@ Core::Core(uint64_t id, const Options& options, Storage* storage)
   if (!init.ok()) Fatal(absl::StrCat("cannot read the initial state: ", init.status().ToString()));
   term_ = init->hard_state.term();
   vote_ = init->hard_state.vote();
-  conf_ = init->conf_state;
   log_.CommitTo(init->hard_state.commit());
-  if (conf_.voters().empty()) {
-    for (uint64_t p : options_.peers) conf_.add_voters(p);
+  base_conf_ = init->snapshot_conf_state;
+  if (base_conf_.voters().empty() && base_conf_.learners().empty()) {
+    // No snapshot configuration: the log starts with the bootstrap one (empty
+    // for a replica joining an existing cluster: it learns its configuration
+    // from the leader's log or snapshot and does not campaign until then).
+    std::vector<uint64_t> peers = options_.peers;
+    std::sort(peers.begin(), peers.end());
+    peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+    for (uint64_t p : peers) {
+      base_conf_.add_voters(p);
+      auto a = options_.peer_addresses.find(p);
+      if (a != options_.peer_addresses.end()) (*base_conf_.mutable_addresses())[p] = a->second;
+    }
   }
+  for (auto& [index, cs] : init->conf_entries) {
+    if (index >= storage->FirstIndex()) conf_entries_[index] = cs;
+  }
+  conf_ = conf_entries_.empty() ? base_conf_ : conf_entries_.rbegin()->second;
   prev_hard_ = hard_state();
   BecomeFollower(term_, 0);
   prev_soft_ = SoftState{0, Role::kFollower};
@@ -112,6 +126,64 @@ bool Core::IsVoter(uint64_t id) const {
   return std::find(v.begin(), v.end(), id) != v.end();
 }
 
+bool Core::IsLearner(uint64_t id) const {
+  const auto& l = conf_.learners();
+  return std::find(l.begin(), l.end(), id) != l.end();
+}
+
+pb::ConfState Core::ConfStateAt(uint64_t index) const {
+  auto it = conf_entries_.upper_bound(index);
+  if (it == conf_entries_.begin()) return base_conf_;
+  return std::prev(it)->second;
+}
+
+void Core::RebuildConf() {
+  conf_ = conf_entries_.empty() ? base_conf_ : conf_entries_.rbegin()->second;
+  ++conf_version_;
+  if (role_ != Role::kLeader) return;
+  // The leader tracks every member (voters and learners) and nobody else.
+  std::set<uint64_t> members(conf_.voters().begin(), conf_.voters().end());
+  members.insert(conf_.learners().begin(), conf_.learners().end());
+  members.insert(id_);
+  for (auto it = prs_.begin(); it != prs_.end();) {
+    it = members.count(it->first) ? std::next(it) : prs_.erase(it);
+  }
+  for (uint64_t m : members) {
+    if (prs_.count(m)) continue;
+    Progress pr(log_.LastIndex() + 1, options_.max_inflight_msgs, options_.max_inflight_bytes);
+    // A new member answers soon (it may need a snapshot: allow one).
+    pr.recent_active = true;
+    prs_.emplace(m, std::move(pr));
+  }
+  if (lead_transferee_ != 0 && !IsVoter(lead_transferee_)) AbortLeaderTransfer();
+}
+
+void Core::TrackConfEntries(uint64_t after,
+                            const google::protobuf::RepeatedPtrField<pb::Entry>& entries) {
+  bool changed = false;
+  const uint64_t last_new = after + entries.size();
+  // Configurations at replaced indexes, and beyond the end of a truncated log.
+  for (auto it = conf_entries_.upper_bound(after); it != conf_entries_.end();) {
+    if (it->first <= last_new || it->first > log_.LastIndex()) {
+      it = conf_entries_.erase(it);
+      changed = true;
+    } else {
+      ++it;
+    }
+  }
+  for (const pb::Entry& e : entries) {
+    if (e.type() != pb::ENTRY_CONF_CHANGE) continue;
+    pb::ConfState cs;
+    if (!cs.ParseFromString(e.data())) {
+      Fatal(
+          absl::StrCat("unparsable configuration entry at index ", e.index(), " term ", e.term()));
+    }
+    conf_entries_[e.index()] = std::move(cs);
+    changed = true;
+  }
+  if (changed) RebuildConf();
+}
+
 int Core::Quorum() const { return conf_.voters_size() / 2 + 1; }
 
 // ---- Role transitions ----
@@ -128,7 +200,10 @@ void Core::Reset(uint64_t term) {
   AbortLeaderTransfer();
   votes_.clear();
   prs_.clear();
-  for (uint64_t v : conf_.voters()) {
+  std::vector<uint64_t> members(conf_.voters().begin(), conf_.voters().end());
+  members.insert(members.end(), conf_.learners().begin(), conf_.learners().end());
+  members.push_back(id_);  // a leader being removed still tracks its own log
+  for (uint64_t v : members) {
     auto [it, _] = prs_.emplace(
         v, Progress(log_.LastIndex() + 1, options_.max_inflight_msgs, options_.max_inflight_bytes));
     if (v == id_) {
@@ -188,7 +263,16 @@ void Core::Tick() {
 
 bool Core::Promotable() const {
   // A node waiting to install a snapshot has no usable log to campaign with.
-  return IsVoter(id_) && !log_.unstable_snapshot().has_value();
+  if (log_.unstable_snapshot().has_value()) return false;
+  if (IsVoter(id_)) return true;
+  // Thesis §4.2.2 (Figure 4.6): a voter whose removal is in its log but not
+  // committed may be needed to commit it (it may hold the only copy a majority
+  // of the new configuration lacks), so it still campaigns, counting only the
+  // new configuration's votes. Once it knows the removal committed, it stops.
+  const uint64_t ci = conf_index();
+  if (ci == 0 || ci <= log_.committed()) return false;
+  const pb::ConfState before = ConfStateAt(ci - 1);
+  return std::find(before.voters().begin(), before.voters().end(), id_) != before.voters().end();
 }
 
 bool Core::PastElectionTimeout() const { return election_elapsed_ >= randomized_election_timeout_; }
@@ -204,7 +288,7 @@ void Core::TickElection() {
 bool Core::QuorumActive() {
   int active = 0;
   for (auto& [pid, pr] : prs_) {
-    if (pid == id_ || pr.recent_active) ++active;
+    if (IsVoter(pid) && (pid == id_ || pr.recent_active)) ++active;
     if (pid != id_) pr.recent_active = false;
   }
   return active >= Quorum();
@@ -323,16 +407,41 @@ absl::Status Core::Step(const pb::Message& m) {
     HandleVote(m);
     return absl::OkStatus();
   }
+  absl::Status s;
   switch (role_) {
     case Role::kLeader:
-      return StepLeader(m);
+      s = StepLeader(m);
+      MaybeStepDownRemoved();
+      break;
     case Role::kPreCandidate:
     case Role::kCandidate:
-      return StepCandidate(m);
+      s = StepCandidate(m);
+      break;
     case Role::kFollower:
-      return StepFollower(m);
+      s = StepFollower(m);
+      break;
   }
-  return absl::OkStatus();
+  return s;
+}
+
+void Core::MaybeStepDownRemoved() {
+  if (role_ != Role::kLeader || IsVoter(id_) || log_.committed() < conf_index()) return;
+  // Our removal is committed (thesis §4.2.2): tell the followers so (they
+  // learn the commit index from the MsgApps), let the most up-to-date voter
+  // take over at once instead of after an election timeout, and step down.
+  BroadcastAppend();
+  uint64_t best = 0, best_match = 0;
+  for (uint64_t v : conf_.voters()) {
+    auto it = prs_.find(v);
+    if (it != prs_.end() && it->second.match >= best_match) best = v, best_match = it->second.match;
+  }
+  if (best != 0 && best_match == log_.LastIndex()) {
+    pb::Message tn;
+    tn.set_type(pb::MSG_TIMEOUT_NOW);
+    tn.set_to(best);
+    Send(std::move(tn));
+  }
+  BecomeFollower(term_, 0);
 }
 
 void Core::HandleVote(const pb::Message& m) {
@@ -485,6 +594,7 @@ void Core::HandleAppendEntries(const pb::Message& m) {
   }
   std::vector<pb::Entry> entries(m.entries().begin(), m.entries().end());
   if (auto last_new = log_.MaybeAppend(m.index(), m.log_term(), m.commit(), entries)) {
+    TrackConfEntries(m.index(), m.entries());
     resp.set_index(*last_new);
     Send(std::move(resp));
     return;
@@ -533,7 +643,9 @@ void Core::HandleSnapshot(const pb::Message& m) {
     resp.set_index(log_.committed());
   } else {
     log_.Restore(m.snapshot());
-    conf_ = md.conf_state();
+    base_conf_ = md.conf_state();
+    conf_entries_.clear();
+    RebuildConf();
     resp.set_index(log_.LastIndex());
   }
   Send(std::move(resp));
@@ -698,6 +810,15 @@ bool Core::AppendEntries(std::vector<pb::Entry> entries) {
     e.set_index(++index);
   }
   log_.Append(entries);
+  bool conf_changed = false;
+  for (const auto& e : entries) {
+    if (e.type() != pb::ENTRY_CONF_CHANGE) continue;
+    pb::ConfState cs;
+    if (!cs.ParseFromString(e.data())) Fatal("proposed configuration does not parse");
+    conf_entries_[e.index()] = std::move(cs);
+    conf_changed = true;
+  }
+  if (conf_changed) RebuildConf();
   prs_.at(id_).MaybeUpdate(log_.LastIndex());
   MaybeCommit();
   return true;
@@ -718,6 +839,91 @@ absl::Status Core::Propose(std::string data) {
   return absl::OkStatus();
 }
 
+// ---- Membership (thesis §4.1 and §4.2) ----
+
+absl::StatusOr<uint64_t> Core::ProposeConfChange(const pb::ConfChange& cc) {
+  if (role_ != Role::kLeader) {
+    return absl::UnavailableError(absl::StrCat("not leader; leader=", lead_));
+  }
+  if (lead_transferee_ != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("leadership transfer to ", lead_transferee_, " in progress"));
+  }
+  if (log_.TermOrZero(log_.committed()) != term_) {
+    return absl::UnavailableError(
+        "the leader has not committed an entry of its term yet; retry shortly");
+  }
+  if (conf_index() > log_.committed()) {
+    return absl::UnavailableError(absl::StrCat("the configuration change at index ", conf_index(),
+                                               " is not committed yet; retry shortly"));
+  }
+  const uint64_t node = cc.node_id();
+  if (node == 0) return absl::InvalidArgumentError("member id 0 is not valid");
+  const bool voter = IsVoter(node), learner = IsLearner(node);
+  pb::ConfState next = conf_;
+  auto remove_from = [node](google::protobuf::RepeatedField<uint64_t>* ids) {
+    ids->erase(std::remove(ids->begin(), ids->end(), node), ids->end());
+  };
+  auto add_to = [node](google::protobuf::RepeatedField<uint64_t>* ids) {
+    ids->Add(node);
+    std::sort(ids->begin(), ids->end());
+  };
+  switch (cc.type()) {
+    case pb::CONF_ADD_VOTER:
+    case pb::CONF_ADD_LEARNER:
+      if (voter || learner) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("member ", node, " is already a ", voter ? "voter" : "learner"));
+      }
+      if (std::find(conf_.removed().begin(), conf_.removed().end(), node) !=
+          conf_.removed().end()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("member id ", node,
+                         " was removed from this cluster and cannot be "
+                         "used again; add the replacement under a new id"));
+      }
+      add_to(cc.type() == pb::CONF_ADD_VOTER ? next.mutable_voters() : next.mutable_learners());
+      if (!cc.address().empty()) (*next.mutable_addresses())[node] = cc.address();
+      break;
+    case pb::CONF_PROMOTE: {
+      if (voter)
+        return absl::AlreadyExistsError(absl::StrCat("member ", node, " is already a voter"));
+      if (!learner) return absl::NotFoundError(absl::StrCat("member ", node, " is not a learner"));
+      const Progress& pr = prs_.at(node);
+      if (pr.match + options_.max_learner_lag < log_.committed()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "learner ", node, " is not caught up yet: it has index ", pr.match,
+            ", the leader has committed ", log_.committed(), " (at most ", options_.max_learner_lag,
+            " behind may be promoted); retry once it has caught up"));
+      }
+      remove_from(next.mutable_learners());
+      add_to(next.mutable_voters());
+      break;
+    }
+    case pb::CONF_REMOVE:
+      if (!voter && !learner) {
+        return absl::NotFoundError(absl::StrCat("member ", node, " is not in the configuration"));
+      }
+      if (voter && conf_.voters_size() == 1) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("member ", node, " is the last voter; add another one first"));
+      }
+      remove_from(next.mutable_voters());
+      remove_from(next.mutable_learners());
+      next.mutable_addresses()->erase(node);
+      next.add_removed(node);
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown change type ", cc.type()));
+  }
+  pb::Entry e;
+  e.set_type(pb::ENTRY_CONF_CHANGE);
+  e.set_data(next.SerializeAsString());
+  AppendEntries({std::move(e)});
+  broadcast_pending_ = true;
+  return log_.LastIndex();
+}
+
 // ---- ReadIndex (thesis §6.4) ----
 
 void Core::ReadIndex(std::string context) {
@@ -732,7 +938,7 @@ void Core::ReadIndex(std::string context) {
 }
 
 void Core::StartRead(std::string context) {
-  if (conf_.voters_size() == 1) {
+  if (conf_.voters_size() == 1 && IsVoter(id_)) {
     read_states_.push_back({log_.committed(), std::move(context)});
     return;
   }
@@ -762,7 +968,7 @@ void Core::HandleReadAck(uint64_t from, const std::string& context) {
 // ---- Leadership transfer (thesis §3.10) ----
 
 void Core::TransferLeadership(uint64_t to) {
-  if (role_ != Role::kLeader || to == id_ || !prs_.count(to)) return;
+  if (role_ != Role::kLeader || to == id_ || !prs_.count(to) || !IsVoter(to)) return;
   if (lead_transferee_ == to) return;
   lead_transferee_ = to;
   // The transfer must finish within an election timeout (see TickHeartbeat).

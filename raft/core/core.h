@@ -103,8 +103,21 @@ class Core {
   // on a follower the request is dropped and the caller retries at leader().
   void ReadIndex(std::string context);
   // Asks the leader to hand leadership to `to` (MsgTimeoutNow once `to` is up
-  // to date). Ignored on non-leaders.
+  // to date). Ignored on non-leaders and if `to` is not a voter.
   void TransferLeadership(uint64_t to);
+  // Appends a membership change (one server at a time, thesis §4.1) as an
+  // ENTRY_CONF_CHANGE holding the whole new configuration, which every replica
+  // uses as soon as the entry is in its log. kUnavailable (retry, at
+  // leader() if not us) when not the leader, during a leadership transfer,
+  // before an entry of this leader's term is committed (Ongaro's 2015 fix:
+  // otherwise two changes from different leaders could both commit with
+  // disjoint majorities) or while another change is uncommitted;
+  // kAlreadyExists / kNotFound for a member that is / is not there;
+  // kFailedPrecondition to remove the last voter, to add back a removed id
+  // (ids are never reused) or to promote a learner that is not caught up
+  // (Options::max_learner_lag); kInvalidArgument for node 0.
+  // On success returns the entry's index.
+  absl::StatusOr<uint64_t> ProposeConfChange(const pb::ConfChange& change);
 
   bool HasReady() const;
   Ready GetReady();
@@ -121,7 +134,22 @@ class Core {
   uint64_t applied() const { return log_.applied(); }
   uint64_t last_index() const { return log_.LastIndex(); }
   uint64_t first_index() const { return log_.FirstIndex(); }
+  // The configuration in use: the newest one in the log (committed or not),
+  // else the snapshot's, else the bootstrap one from Options::peers.
   const pb::ConfState& conf_state() const { return conf_; }
+  // The configuration as of log index `index` (>= the snapshot index): what a
+  // snapshot taken at `index` must record.
+  pb::ConfState ConfStateAt(uint64_t index) const;
+  // Index of the newest configuration entry in the log (0: none since the
+  // snapshot). Above commit() means a change is in progress.
+  uint64_t conf_index() const { return conf_entries_.empty() ? 0 : conf_entries_.rbegin()->first; }
+  // Configuration entries in the log by index (those the driver compacted
+  // away may still be listed).
+  const std::map<uint64_t, pb::ConfState>& conf_entries() const { return conf_entries_; }
+  bool IsVoter(uint64_t id) const;
+  bool IsLearner(uint64_t id) const;
+  // Changes whenever conf_state() may have changed (cheap to poll).
+  uint64_t conf_version() const { return conf_version_; }
   pb::HardState hard_state() const;
   // Progress of every peer (meaningful on the leader only).
   const ProgressMap& progress() const { return prs_; }
@@ -168,7 +196,17 @@ class Core {
   bool MaybeCommit();
   bool AppendEntries(std::vector<pb::Entry> entries);
   int Quorum() const;
-  bool IsVoter(uint64_t id) const;
+  // conf_ = the newest configuration (conf_entries_, else base_conf_), then
+  // the leader's progress map follows it.
+  void RebuildConf();
+  // Entries (after, after + n] of `entries` are now in the log, replacing
+  // whatever was there, and nothing beyond LastIndex() remains: keep
+  // conf_entries_ in step.
+  void TrackConfEntries(uint64_t after,
+                        const google::protobuf::RepeatedPtrField<pb::Entry>& entries);
+  // A leader whose removal committed hands over (MsgTimeoutNow to the most
+  // up-to-date voter) and steps down.
+  void MaybeStepDownRemoved();
   void AbortLeaderTransfer() { lead_transferee_ = 0; }
 
   const uint64_t id_;
@@ -176,6 +214,11 @@ class Core {
   Rng rng_;
   RaftLog log_;
   pb::ConfState conf_;
+  // The configuration as of the log's start (snapshot or bootstrap) and the
+  // configuration entries after it, by index.
+  pb::ConfState base_conf_;
+  uint64_t conf_version_ = 1;
+  std::map<uint64_t, pb::ConfState> conf_entries_;
 
   uint64_t term_ = 0;
   uint64_t vote_ = 0;

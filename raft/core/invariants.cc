@@ -51,6 +51,26 @@ absl::Status InvariantChecker::CheckNode(const Core& n) {
     }
   }
 
+  // Membership (thesis §4.1, §4.2.2): a leader has at most one configuration
+  // change that is not committed, and leads after its own removal only until
+  // that removal commits.
+  if (n.role() == Role::kLeader) {
+    int uncommitted = 0;
+    for (auto it = n.conf_entries().upper_bound(n.commit()); it != n.conf_entries().end(); ++it) {
+      ++uncommitted;
+    }
+    if (uncommitted > 1) {
+      return absl::InternalError(absl::StrCat("membership: leader ", id, " of term ", n.term(),
+                                              " has ", uncommitted,
+                                              " uncommitted configuration entries"));
+    }
+    if (!n.IsVoter(id) && n.conf_index() <= n.commit()) {
+      return absl::InternalError(absl::StrCat("membership: node ", id, " still leads term ",
+                                              n.term(), " after its removal committed at index ",
+                                              n.conf_index()));
+    }
+  }
+
   // Commit monotonic.
   if (n.commit() < st.last_commit) {
     return absl::InternalError(absl::StrCat("commit monotonic: node ", id, " commit went from ",

@@ -9,6 +9,8 @@
 //   Leader completeness: a leader's log holds every entry committed before.
 //   State machine safety: every node commits and applies the same entry at an
 //                        index.
+//   Membership:          a leader has at most one uncommitted configuration
+//                        entry and stops leading once its removal commits.
 //   Commit monotonic:    a node's commit index never decreases (within one
 //                        incarnation: an unsynced commit index may be lost in
 //                        a crash, which is allowed).

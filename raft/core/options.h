@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 namespace ds::raft {
@@ -13,6 +15,15 @@ struct Options {
   // configuration yet (no snapshot, empty ConfState). Must contain our own id.
   // Default: empty (the configuration comes from storage).
   std::vector<uint64_t> peers;
+  // Raft addresses of those peers (id -> HOST:PORT), recorded in that first
+  // configuration so that it names every member. The core itself never uses
+  // an address. Default: none.
+  std::map<uint64_t, std::string> peer_addresses;
+
+  // A learner may be promoted to voter only when its log is at most this many
+  // entries behind the leader's commit index (etcd refuses to promote a
+  // learner that is not in sync, too). Unit: entries. Default: 1000.
+  uint64_t max_learner_lag = 1000;
 
   // A follower that hears nothing from a leader for a randomized timeout in
   // [election_ticks, 2 * election_ticks) starts an election. Must be larger than

@@ -183,12 +183,25 @@ void Node::RunRaft() {
     }
     uint64_t appended = 0;
     for (auto& p : proposals) {
-      absl::Status s = core_->Propose(std::move(p.data));
+      absl::Status s;
+      if (p.conf_change) {
+        absl::StatusOr<uint64_t> index = core_->ProposeConfChange(*p.conf_change);
+        s = index.status();
+        if (s.ok()) {
+          log_->info("proposed membership change {} at index {}", p.conf_change->ShortDebugString(),
+                     *index);
+        }
+      } else {
+        s = core_->Propose(std::move(p.data));
+      }
       if (s.ok()) {
         p.result = {core_->last_index(), core_->term()};
         ++appended;
+      } else if (s.code() == absl::StatusCode::kUnavailable &&
+                 (core_->role() != Role::kLeader || !p.conf_change)) {
+        p.status = NotLeaderError(core_->leader());
       } else {
-        p.status = s.code() == absl::StatusCode::kUnavailable ? NotLeaderError(core_->leader()) : s;
+        p.status = s;  // a membership change to retry later, or refused
       }
     }
     if (!reads.empty()) {
@@ -256,6 +269,8 @@ void Node::RunRaft() {
 
 bool Node::HandleReady(std::vector<ReadAnswer>* answers) {
   Ready rd = core_->GetReady();
+  // Before sending: a member just added must be known to the transport.
+  RefreshConf();
   // Thesis §10.2.1: a leader may write its log in parallel with replicating
   // it. The core counts the leader's own new entries toward a commit at once;
   // that is safe only because this Save completes before the followers'
@@ -325,6 +340,10 @@ bool Node::HandleReady(std::vector<ReadAnswer>* answers) {
       // applied index above the commit index (the apply thread may finish
       // the batch before this iteration's PublishStatus).
       status_.commit = core_->commit();
+      // Likewise the configuration: whoever waits for a membership change to
+      // be applied then sees it.
+      status_.conf = published_conf_;
+      status_.conf_committed = core_->conf_index() <= core_->commit();
       ApplyBatch batch;
       batch.snapshot = std::move(rd.snapshot);
       batch.entries = std::move(rd.committed_entries);
@@ -372,10 +391,10 @@ void Node::DoSnapshot(SnapshotRequest* req) {
         absl::StrCat("snapshot index ", req->index, " above applied index ", applied));
     return;
   }
-  // The configuration as of now; without membership changes after `index`
-  // (none are proposed yet) it is the configuration at `index`.
+  // The configuration as of `index` (a later change may be in the log).
   const size_t bytes = req->data.size();
-  req->status = storage_->CreateSnapshot(req->index, core_->conf_state(), std::move(req->data));
+  req->status =
+      storage_->CreateSnapshot(req->index, core_->ConfStateAt(req->index), std::move(req->data));
   if (req->status.ok()) {
     if (options_.metrics != nullptr) {
       options_.metrics->snapshots_local->Increment();
@@ -383,6 +402,23 @@ void Node::DoSnapshot(SnapshotRequest* req) {
     }
     log_->info("snapshot at index {}; log now starts at {}", req->index, storage_->FirstIndex());
   }
+}
+
+void Node::RefreshConf() {
+  if (published_conf_version_ == core_->conf_version()) return;
+  published_conf_version_ = core_->conf_version();
+  auto conf = std::make_shared<const pb::ConfState>(core_->conf_state());
+  if (published_conf_ == nullptr ||
+      conf->SerializeAsString() != published_conf_->SerializeAsString()) {
+    log_->info("configuration: {}", conf->ShortDebugString());
+  }
+  published_conf_ = std::move(conf);
+  // The transport learns the addresses of members added since.
+  std::map<uint64_t, std::string> peers;
+  for (const auto& [id, address] : published_conf_->addresses()) {
+    if (id != options_.id && !address.empty()) peers[id] = address;
+  }
+  transport_->UpdatePeers(peers);
 }
 
 void Node::PublishStatus() {
@@ -399,6 +435,9 @@ void Node::PublishStatus() {
   s.saves = saves_;
   s.synced_saves = synced_saves_;
   s.loops = loops_;
+  RefreshConf();
+  s.conf = published_conf_;
+  s.conf_committed = core_->conf_index() <= core_->commit();
   absl::MutexLock lock(&mu_);
   s.applied = applied_;
   status_ = s;
@@ -449,7 +488,18 @@ void Node::ProposeAsync(std::string data, ProposeCallback done) {
   {
     absl::MutexLock lock(&mu_);
     if (!stop_) {
-      proposals_.push_back({std::move(data), absl::OkStatus(), {}, std::move(done)});
+      proposals_.push_back({std::move(data), std::nullopt, absl::OkStatus(), {}, std::move(done)});
+      return;
+    }
+  }
+  done(absl::UnavailableError("raft node stopped"));
+}
+
+void Node::ProposeConfChangeAsync(pb::ConfChange change, ProposeCallback done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stop_) {
+      proposals_.push_back({"", std::move(change), absl::OkStatus(), {}, std::move(done)});
       return;
     }
   }

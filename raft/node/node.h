@@ -114,6 +114,10 @@ struct NodeStatus {
   uint64_t saves = 0;           // Storage::Save calls
   uint64_t synced_saves = 0;    // ... of which with sync (fsync)
   uint64_t loops = 0;           // Raft loop iterations
+  // The configuration in use (Core::conf_state()) and whether it is committed
+  // (false: a membership change is in progress). Never null after Start.
+  std::shared_ptr<const pb::ConfState> conf;
+  bool conf_committed = true;
 };
 
 // Where Propose put the command: it is committed once an ApplyBatch delivers
@@ -179,6 +183,15 @@ class Node {
   // Asks the leader (us) to hand leadership to `to`. Best effort.
   void TransferLeadership(uint64_t to);
 
+  // Appends a membership change (Core::ProposeConfChange) if we are the
+  // leader; `done` gets where (or the core's refusal: kUnavailable with a
+  // LeaderHint when not the leader, kUnavailable "retry" while another change
+  // is in progress, kAlreadyExists, kNotFound, kFailedPrecondition,
+  // kInvalidArgument), with the same rules as ProposeAsync's callback. The
+  // change is in effect here at once; it is committed once an ApplyBatch
+  // delivers the entry with that index and term.
+  void ProposeConfChangeAsync(pb::ConfChange change, ProposeCallback done);
+
   // The application has captured its state `data` as of applied index `index`:
   // store it as the snapshot and discard the log up to `index`. Runs on the
   // Raft thread; returns when durable. kFailedPrecondition if `index` is above
@@ -194,6 +207,7 @@ class Node {
  private:
   struct PendingProposal {
     std::string data;
+    std::optional<pb::ConfChange> conf_change;
     absl::Status status;
     Proposal result;
     ProposeCallback done;
@@ -223,6 +237,8 @@ class Node {
   void FailReadsLocked(const std::vector<std::string>& contexts, std::vector<ReadAnswer>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishStatus();
+  // Republishes the core's configuration if it changed (Raft thread).
+  void RefreshConf();
   bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const NodeOptions options_;
@@ -235,6 +251,10 @@ class Node {
   uint64_t saves_ = 0;         // Raft thread only
   uint64_t synced_saves_ = 0;  // Raft thread only
   uint64_t loops_ = 0;         // Raft thread only
+  // The configuration last published (Raft thread only): republished, and
+  // handed to the transport, when the core's conf_version() moves.
+  std::shared_ptr<const pb::ConfState> published_conf_;
+  uint64_t published_conf_version_ = 0;
 
   mutable absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -94,6 +94,23 @@ void Rsm::Deliver(std::vector<Outcome>* outcomes) {
 }
 
 void Rsm::SubmitAsync(std::string command, absl::Time deadline, ResultCallback done) {
+  ProposeAndWait(
+      [this, &command](Node::ProposeCallback cb) {
+        node_->ProposeAsync(std::move(command), std::move(cb));
+      },
+      deadline, std::move(done));
+}
+
+void Rsm::ChangeMembershipAsync(pb::ConfChange change, absl::Time deadline, ResultCallback done) {
+  ProposeAndWait(
+      [this, &change](Node::ProposeCallback cb) {
+        node_->ProposeConfChangeAsync(std::move(change), std::move(cb));
+      },
+      deadline, std::move(done));
+}
+
+void Rsm::ProposeAndWait(absl::FunctionRef<void(Node::ProposeCallback)> propose,
+                         absl::Time deadline, ResultCallback done) {
   OpPtr op;
   {
     absl::MutexLock lock(&mu_);
@@ -109,7 +126,7 @@ void Rsm::SubmitAsync(std::string command, absl::Time deadline, ResultCallback d
   }
   // The waiter is registered by the Propose callback on the Raft thread, so
   // nothing waits for the Raft loop iteration that appends the entry.
-  node_->ProposeAsync(std::move(command), [this, op](absl::StatusOr<Proposal> p) {
+  propose([this, op](absl::StatusOr<Proposal> p) {
     std::vector<Outcome> out;
     {
       absl::MutexLock lock(&mu_);

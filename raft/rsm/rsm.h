@@ -72,6 +72,11 @@ class Rsm {
   //   kDeadlineExceeded: not applied by `deadline` (outcome unknown).
   void SubmitAsync(std::string command, absl::Time deadline, ResultCallback done);
 
+  // Proposes a membership change (Node::ProposeConfChangeAsync); `done` gets
+  // OK (an empty string) once the change is committed and applied here, or
+  // the refusal or the errors of SubmitAsync.
+  void ChangeMembershipAsync(pb::ConfChange change, absl::Time deadline, ResultCallback done);
+
   // Runs `query` on the state machine at a linearizable point (every write
   // completed before the call is visible), then `done` with OK. Otherwise
   // `done` gets kUnavailable (with a hint) if this replica knows it is not the
@@ -111,6 +116,10 @@ class Rsm {
   };
 
   Rsm(RsmOptions options, StateMachine* sm) : options_(options), sm_(sm) {}
+  // SubmitAsync's machinery: `propose` hands the callback that registers the
+  // waiter to the Node.
+  void ProposeAndWait(absl::FunctionRef<void(Node::ProposeCallback)> propose, absl::Time deadline,
+                      ResultCallback done);
   void OnApply(ApplyBatch batch);
   void MaybeSnapshot();
   // Marks `op` finished and no longer pending; false if it already was.

@@ -7,6 +7,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/files.h"
@@ -16,10 +17,18 @@
 #include "common/tls.h"
 #include "raft/storage/rocksdb_storage.h"
 
-ABSL_FLAG(uint64_t, id, 0, "This replica's id: one of the ids in --peers. Required.");
+ABSL_FLAG(uint64_t, id, 0,
+          "This replica's id: one of the ids in --peers, never reused for another machine (a "
+          "replacement gets a new id). Required.");
 ABSL_FLAG(std::string, peers, "",
-          "Every replica of the group, ID=HOST:PORT,... (this one included). Required. The "
-          "same list on every replica.");
+          "Replicas of the group, ID=HOST:PORT,... (this one included; HOST:PORT is where peers "
+          "reach it for Raft). Required. For a new group: its voters, the same list on every "
+          "replica. Members added later are learned from the Raft configuration.");
+ABSL_FLAG(std::string, initial_cluster_state, "new",
+          "new: with an empty --data-dir, bootstrap a new group whose voters are --peers. "
+          "existing: with an empty --data-dir, join a running group as a new member (add it "
+          "first with `kvctl member add ID=HOST:PORT --learner`); it catches up from the leader "
+          "and learns the members from it. Ignored once the data directory holds state.");
 ABSL_FLAG(std::string, data_dir, "",
           "Directory of this replica's state (created if missing). Required.");
 ABSL_FLAG(std::string, listen, "",
@@ -76,6 +85,12 @@ absl::StatusOr<ReplicaServerOptions> ReplicaServerOptionsFromFlags(std::string p
   if (o.id == 0 || !o.peers.contains(o.id)) {
     return absl::InvalidArgumentError("--id must be one of the ids in --peers");
   }
+  const std::string state = absl::GetFlag(FLAGS_initial_cluster_state);
+  if (state != "new" && state != "existing") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--initial-cluster-state must be new or existing, not \"", state, "\""));
+  }
+  o.join_existing = state == "existing";
   o.data_dir = absl::GetFlag(FLAGS_data_dir);
   if (o.data_dir.empty()) return absl::InvalidArgumentError("--data-dir is required");
   o.listen = absl::GetFlag(FLAGS_listen);
@@ -188,6 +203,64 @@ absl::Status CheckDataDir(const ReplicaServerOptions& o) {
   return common::WriteFileDurably(path, want);
 }
 
+// DATA_DIR/MEMBER records who this directory belongs to, written when the
+// directory is first used:
+//   member ID          this replica's id
+//   bootstrap new|existing
+//   peers ID=H:P,...   (new) the voters the group was bootstrapped with
+// A restart under another --id is refused; the bootstrap configuration comes
+// from this file, not from the flags (which change as members come and go).
+struct MemberRecord {
+  uint64_t member = 0;
+  bool existing = false;
+  std::map<uint64_t, std::string> peers;
+};
+
+std::string MemberText(const MemberRecord& r) {
+  std::string peers;
+  for (const auto& [id, addr] : r.peers) {
+    absl::StrAppend(&peers, peers.empty() ? "" : ",", id, "=", addr);
+  }
+  return absl::StrCat("member ", r.member, "\nbootstrap ", r.existing ? "existing" : "new",
+                      "\npeers ", peers, "\n");
+}
+
+absl::StatusOr<MemberRecord> CheckMember(const ReplicaServerOptions& o, bool has_state) {
+  const std::string path = o.data_dir + "/MEMBER";
+  absl::StatusOr<std::string> text = common::ReadWholeFile(path);
+  if (text.ok()) {
+    MemberRecord r;
+    if (!absl::SimpleAtoi(Field(*text, "member"), &r.member) || r.member == 0) {
+      return absl::DataLossError(absl::StrCat(path, " is damaged: no member id"));
+    }
+    if (r.member != o.id) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data directory ", o.data_dir, " belongs to member ", r.member, ", not to --id=", o.id,
+          ": refusing to start (wrong --data-dir or --id? a replica's id never changes)"));
+    }
+    r.existing = Field(*text, "bootstrap") == "existing";
+    if (const std::string peers = Field(*text, "peers"); !peers.empty()) {
+      auto parsed = common::ParsePeerList(peers);
+      if (!parsed.ok()) return absl::DataLossError(absl::StrCat(path, " is damaged: peers"));
+      r.peers = *parsed;
+    }
+    return r;
+  }
+  if (text.status().code() != absl::StatusCode::kNotFound) return text.status();
+  MemberRecord r;
+  r.member = o.id;
+  if (has_state) {
+    // Written by a build before membership changes: bootstrapped from --peers.
+    r.peers = o.peers;
+  } else if (o.join_existing) {
+    r.existing = true;
+  } else {
+    r.peers = o.peers;
+  }
+  if (absl::Status st = common::WriteFileDurably(path, MemberText(r)); !st.ok()) return st;
+  return r;
+}
+
 }  // namespace
 
 absl::StatusOr<ReplicaServer::Security> ReplicaServer::MakeSecurity(
@@ -282,7 +355,10 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
     return absl::InvalidArgumentError(
         absl::StrCat("cannot create the data directory ", options.data_dir, ": ", ec.message()));
   }
+  const bool has_state = std::filesystem::exists(options.data_dir + "/raft", ec);
   if (absl::Status st = CheckDataDir(options); !st.ok()) return st;
+  absl::StatusOr<MemberRecord> member = CheckMember(options, has_state);
+  if (!member.ok()) return member.status();
   auto logger = common::MakeLogger(absl::StrCat(options.service.name, "-", options.id));
   auto security = MakeSecurity(options, logger);
   if (!security.ok()) return security.status();
@@ -310,7 +386,16 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
 
   raft::NodeOptions nopts;
   nopts.id = o.id;
-  for (const auto& [pid, addr] : o.peers) nopts.raft.peers.push_back(pid);
+  // The bootstrap configuration (used only while the storage holds none):
+  // the group's first voters, or none for a member joining an existing group.
+  for (const auto& [pid, addr] : member->peers) {
+    nopts.raft.peers.push_back(pid);
+    nopts.raft.peer_addresses[pid] = addr;
+  }
+  if (member->existing) {
+    s->logger_->info("member {} of an existing group: waiting for the leader to send the log",
+                     o.id);
+  }
   nopts.raft.election_ticks = o.election_ticks;
   nopts.raft.heartbeat_ticks = o.heartbeat_ticks;
   nopts.tick_interval = o.tick_interval;

@@ -44,6 +44,11 @@ struct ReplicaServerOptions {
   // Directory of this replica's state (created if missing); Raft's RocksDB
   // is under DATA_DIR/raft. Required.
   std::string data_dir;
+  // --initial-cluster-state=existing: with an empty data directory, start
+  // outside the group's configuration (a new member, added with `kvctl member
+  // add`) and learn it from the leader, instead of bootstrapping a new group
+  // from `peers`. Ignored once the data directory holds state.
+  bool join_existing = false;
   // Address to bind for clients. "" (default): this replica's address in
   // `client_endpoints`, else in `peers`.
   std::string listen;

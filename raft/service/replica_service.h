@@ -116,8 +116,25 @@ class ReplicaServiceImpl final : public pb::Replica::CallbackService {
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx,
                                      const pb::RegisterRequest* req,
                                      pb::RegisterResponse* resp) override;
+  // Membership: the list is this replica's view; changes go through the
+  // leader's log (Rsm::ChangeMembershipAsync).
+  grpc::ServerUnaryReactor* MemberList(grpc::CallbackServerContext* ctx,
+                                       const pb::MemberListRequest* req,
+                                       pb::MemberListResponse* resp) override;
+  grpc::ServerUnaryReactor* MemberAdd(grpc::CallbackServerContext* ctx,
+                                      const pb::MemberAddRequest* req,
+                                      pb::MemberChangeResponse* resp) override;
+  grpc::ServerUnaryReactor* MemberPromote(grpc::CallbackServerContext* ctx,
+                                          const pb::MemberPromoteRequest* req,
+                                          pb::MemberChangeResponse* resp) override;
+  grpc::ServerUnaryReactor* MemberRemove(grpc::CallbackServerContext* ctx,
+                                         const pb::MemberRemoveRequest* req,
+                                         pb::MemberChangeResponse* resp) override;
 
  private:
+  grpc::ServerUnaryReactor* ChangeMembers(grpc::CallbackServerContext* ctx,
+                                          raft::pb::ConfChange change,
+                                          pb::MemberChangeResponse* resp);
   const ReplicaContext* const replica_;
 };
 

@@ -34,15 +34,18 @@ absl::StatusOr<InitialState> MemoryStorage::GetInitialState() {
   absl::MutexLock l(&mu_);
   InitialState st;
   st.hard_state = hard_state_;
-  st.conf_state = snapshot_.metadata().conf_state();
-  // A configuration entry newer than the snapshot wins.
-  for (auto it = entries_.rbegin(); it + 1 != entries_.rend(); ++it) {
-    if (it->type() == pb::ENTRY_CONF_CHANGE) {
-      pb::ConfState cs;
-      if (!cs.ParseFromString(it->data())) return absl::DataLossError("bad conf-change entry");
-      st.conf_state = cs;
-      break;
+  st.snapshot_conf_state = snapshot_.metadata().conf_state();
+  st.conf_state = st.snapshot_conf_state;
+  // Configuration entries newer than the snapshot; the newest wins.
+  for (size_t k = 1; k < entries_.size(); ++k) {
+    const pb::Entry& e = entries_[k];
+    if (e.type() != pb::ENTRY_CONF_CHANGE) continue;
+    pb::ConfState cs;
+    if (!cs.ParseFromString(e.data())) {
+      return absl::DataLossError(absl::StrCat("bad conf-change entry at ", e.index()));
     }
+    st.conf_state = cs;
+    st.conf_entries[e.index()] = std::move(cs);
   }
   return st;
 }

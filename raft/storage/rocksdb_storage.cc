@@ -131,14 +131,17 @@ absl::StatusOr<InitialState> RocksDbStorage::GetInitialState() {
   absl::MutexLock lock(&mu_);
   InitialState state;
   state.hard_state = hard_state_;
-  state.conf_state = snapshot_meta_.conf_state();
-  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
-    if (it->type() == pb::ENTRY_CONF_CHANGE) {
-      if (!state.conf_state.ParseFromString(it->data())) {
-        return absl::DataLossError(absl::StrCat("corrupt conf change at ", it->index()));
-      }
-      break;
+  state.snapshot_conf_state = snapshot_meta_.conf_state();
+  state.conf_state = state.snapshot_conf_state;
+  // Configuration entries newer than the snapshot; the newest wins.
+  for (const pb::Entry& e : entries_) {
+    if (e.type() != pb::ENTRY_CONF_CHANGE) continue;
+    pb::ConfState cs;
+    if (!cs.ParseFromString(e.data())) {
+      return absl::DataLossError(absl::StrCat("corrupt conf change at ", e.index()));
     }
+    state.conf_state = cs;
+    state.conf_entries[e.index()] = std::move(cs);
   }
   return state;
 }

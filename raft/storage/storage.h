@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <vector>
 
@@ -31,6 +32,12 @@ namespace ds::raft {
 struct InitialState {
   pb::HardState hard_state;
   pb::ConfState conf_state;  // from the latest snapshot or conf-change entry persisted
+  // The configuration in the snapshot's metadata (empty without a snapshot),
+  // and every conf-change entry in the log after it, in index order: a
+  // configuration entry that is not committed may be replaced, and then the
+  // one before it applies again.
+  pb::ConfState snapshot_conf_state;
+  std::map<uint64_t, pb::ConfState> conf_entries;
 };
 
 class Storage {

@@ -44,6 +44,7 @@ class GrpcTransport::StreamReactor final : public grpc::ClientWriteReactor<pb::M
 
 struct GrpcTransport::Peer {
   uint64_t id = 0;
+  std::string address;
   std::unique_ptr<pb::RaftService::Stub> stub;
 
   absl::Mutex mu;
@@ -178,6 +179,13 @@ class GrpcTransport::Service final
 
 GrpcTransport::GrpcTransport(GrpcTransportOptions options)
     : options_(std::move(options)), service_(std::make_unique<Service>(this)) {
+  absl::MutexLock lock(&peers_mu_);
+  for (const auto& [id, address] : options_.peers) {
+    if (id != options_.id) AddPeerLocked(id, address);
+  }
+}
+
+GrpcTransport::Peer* GrpcTransport::AddPeerLocked(uint64_t id, const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(-1);
   args.SetMaxReceiveMessageSize(-1);
@@ -188,19 +196,41 @@ GrpcTransport::GrpcTransport(GrpcTransportOptions options)
   // The stream is long-lived: find a dead connection even while idle.
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-  for (const auto& [id, address] : options_.peers) {
-    if (id == options_.id) continue;
-    auto peer = std::make_unique<Peer>();
-    peer->id = id;
-    // A channel per peer (not a shared subchannel pool entry), so one slow
-    // peer's connection never queues behind another's.
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    peer->stub = pb::RaftService::NewStub(grpc::CreateCustomChannel(
-        address,
-        options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
-        args));
-    peers_[id] = std::move(peer);
+  // A channel per peer (not a shared subchannel pool entry), so one slow
+  // peer's connection never queues behind another's.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto peer = std::make_unique<Peer>();
+  peer->id = id;
+  peer->address = address;
+  peer->stub = pb::RaftService::NewStub(grpc::CreateCustomChannel(
+      address,
+      options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
+      args));
+  Peer* p = peer.get();
+  peers_[id] = std::move(peer);
+  return p;
+}
+
+void GrpcTransport::UpdatePeers(const std::map<uint64_t, std::string>& peers) {
+  std::vector<Peer*> start;
+  {
+    absl::MutexLock lock(&peers_mu_);
+    for (const auto& [id, address] : peers) {
+      if (id == options_.id) continue;
+      auto it = peers_.find(id);
+      if (it != peers_.end()) continue;  // known: keep its connection
+      Peer* p = AddPeerLocked(id, address);
+      if (started_ && !stopping_) start.push_back(p);
+    }
+    for (Peer* p : start) p->snapshotter = std::thread([this, p] { SnapshotLoop(p); });
   }
+}
+
+std::vector<GrpcTransport::Peer*> GrpcTransport::PeerList() const {
+  absl::MutexLock lock(&peers_mu_);
+  std::vector<Peer*> out;
+  for (const auto& [id, peer] : peers_) out.push_back(peer.get());
+  return out;
 }
 
 GrpcTransport::~GrpcTransport() { Stop(); }
@@ -215,6 +245,8 @@ void GrpcTransport::Start(Handler handler) {
     if (stopped_ || handler_) return;
     handler_ = std::move(handler);
   }
+  absl::MutexLock lock(&peers_mu_);
+  started_ = true;
   for (auto& [id, peer] : peers_) {
     Peer* p = peer.get();
     p->snapshotter = std::thread([this, p] { SnapshotLoop(p); });
@@ -229,7 +261,12 @@ void GrpcTransport::Stop() {
     mu_.Await(absl::Condition(
         +[](int* n) { return *n == 0; }, &delivering_));
   }
-  for (auto& [id, peer] : peers_) {
+  {
+    // No peer is added from now on (UpdatePeers may still run concurrently).
+    absl::MutexLock lock(&peers_mu_);
+    stopping_ = true;
+  }
+  for (Peer* peer : PeerList()) {
     std::vector<StreamReactor*> cancel;
     std::vector<StreamReactor*> release;
     {
@@ -263,6 +300,7 @@ void GrpcTransport::Stop() {
 void GrpcTransport::Send(std::vector<pb::Message> messages) {
   const absl::Time now = absl::Now();
   for (pb::Message& m : messages) {
+    // Send() and UpdatePeers() run on one thread: no lock to read peers_.
     auto it = peers_.find(m.to());
     if (it == peers_.end()) {
       Report(pb::MSG_UNREACHABLE, m.to(), false);

@@ -78,6 +78,9 @@ class GrpcTransport : public Transport {
 
   void Start(Handler handler) override;
   void Send(std::vector<pb::Message> messages) override;
+  // Opens connections to members it did not know (the Node calls it from its
+  // Raft thread, the thread that calls Send()).
+  void UpdatePeers(const std::map<uint64_t, std::string>& peers) override;
   void Stop() override;
 
   // The server half; must outlive the gRPC server it is added to.
@@ -107,10 +110,19 @@ class GrpcTransport : public Transport {
     return options_.authorize ? options_.authorize(ctx) : grpc::Status::OK;
   }
   void Report(pb::MessageType type, uint64_t peer, bool reject);
+  Peer* AddPeerLocked(uint64_t id, const std::string& address)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(peers_mu_);
+  std::vector<Peer*> PeerList() const;
 
   const GrpcTransportOptions options_;
   std::unique_ptr<Service> service_;
+  // Peers are added (by the constructor and UpdatePeers) under peers_mu_ and
+  // never removed. Send() reads the map without the lock: it runs on the one
+  // thread that calls UpdatePeers. Every other reader takes the lock.
+  mutable absl::Mutex peers_mu_;
   std::map<uint64_t, std::unique_ptr<Peer>> peers_;
+  bool started_ ABSL_GUARDED_BY(peers_mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(peers_mu_) = false;
 
   mutable absl::Mutex mu_;
   Handler handler_ ABSL_GUARDED_BY(mu_);

@@ -14,7 +14,10 @@
 // Start(); the handler must not block (the Node just queues them).
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "proto/raft.pb.h"
@@ -31,6 +34,11 @@ class Transport {
   virtual void Start(Handler handler) = 0;
   // Queues each message for its peer (message.to). Never blocks.
   virtual void Send(std::vector<pb::Message> messages) = 0;
+  // Members' addresses from the Raft configuration (id -> HOST:PORT, without
+  // us), called from the thread that calls Send() whenever the configuration
+  // changes: a transport starts talking to members it did not know. Peers it
+  // knows keep their connections. Default: ignored (tests' transports).
+  virtual void UpdatePeers(const std::map<uint64_t, std::string>& peers) {}
   // Stops the senders and the delivery of incoming messages; when it returns,
   // the handler is not running and will not be called again. Idempotent.
   virtual void Stop() = 0;

@@ -186,5 +186,61 @@ TEST(RaftGrpcCluster, RestartedNodeRestoresItsOwnSnapshotThenReplaysItsLog) {
   ExpectConverged(c, last);
 }
 
+// Membership over real gRPC: a node the others never heard of is added as a
+// learner (they learn its address from the configuration), catches up by
+// InstallSnapshot, is promoted, and then the leader removes itself.
+TEST(RaftGrpcCluster, MembersAreAddedPromotedAndRemovedThroughTheLog) {
+  TempDir dir;
+  auto cluster = GrpcCluster::Create(dir.path(), {});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  GrpcCluster& c = **cluster;
+  uint64_t last = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto p = c.ProposeCommitted(Command(i, 1000), kTimeout);
+    ASSERT_TRUE(p.ok()) << p.status();
+    last = p->index;
+  }
+  // Every node compacts: the newcomer can only catch up by snapshot.
+  for (uint64_t id : c.ids()) {
+    ASSERT_TRUE(c.app(id)->WaitApplied(last, kTimeout).has_value());
+    auto [index, state] = c.app(id)->Capture();
+    ASSERT_TRUE(c.node(id)->Snapshot(index, state).ok());
+  }
+  ASSERT_TRUE(c.AddNode(4).ok());
+  EXPECT_TRUE(c.node(4)->GetStatus().conf->voters().empty());
+  ASSERT_TRUE(c.ChangeMembership(pb::CONF_ADD_LEARNER, 4, kTimeout).ok());
+  auto p = c.ProposeCommitted("after-add", kTimeout);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ExpectConverged(c, p->index);
+  EXPECT_GE(c.app(4)->restores(), 1);
+  NodeStatus st4 = c.node(4)->GetStatus();
+  ASSERT_EQ(st4.conf->learners_size(), 1);
+  EXPECT_EQ(st4.conf->learners(0), 4u);
+  EXPECT_EQ(st4.conf->addresses().at(4), c.address(4));
+
+  ASSERT_TRUE(c.ChangeMembership(pb::CONF_PROMOTE, 4, kTimeout).ok());
+  const uint64_t old_leader = c.WaitForLeader(kTimeout);
+  ASSERT_NE(old_leader, 0u);
+  ASSERT_TRUE(c.ChangeMembership(pb::CONF_REMOVE, old_leader, kTimeout).ok());
+  // The removed leader steps down; the others elect one of themselves.
+  const absl::Time deadline = absl::Now() + kTimeout;
+  uint64_t leader = 0;
+  while (absl::Now() < deadline && (leader == 0 || leader == old_leader)) {
+    absl::SleepFor(absl::Milliseconds(10));
+    leader = c.WaitForLeader(kTimeout);
+  }
+  ASSERT_NE(leader, old_leader);
+  c.StopNode(old_leader);
+  auto q = c.ProposeCommitted("after-remove", kTimeout);
+  ASSERT_TRUE(q.ok()) << q.status();
+  ExpectConverged(c, q->index);
+  for (uint64_t id : c.ids()) {
+    if (!c.running(id)) continue;
+    const pb::ConfState& conf = *c.node(id)->GetStatus().conf;
+    EXPECT_EQ(conf.voters_size(), 3) << "node " << id;
+    EXPECT_EQ(conf.learners_size(), 0) << "node " << id;
+  }
+}
+
 }  // namespace
 }  // namespace ds::raft

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -147,6 +148,52 @@ class GrpcCluster {
     for (auto& [id, r] : replicas_) StopNode(id);
   }
 
+  // A new node outside the configuration (a member to be added, started as
+  // with --initial-cluster-state=existing): it knows the others' addresses,
+  // they learn its own from the configuration once it is added.
+  absl::Status AddNode(uint64_t id) {
+    auto port = common::ReserveFreePort();
+    if (!port.ok()) return port.status();
+    peers_[id] = port->address();
+    replicas_[id].port = std::move(*port);
+    joiners_.insert(id);
+    return StartNode(id);
+  }
+  std::string address(uint64_t id) { return peers_[id]; }
+
+  // Proposes a membership change at the leader until it is committed and
+  // applied there; retries while the leader refuses with kUnavailable.
+  absl::Status ChangeMembership(pb::ConfChangeType type, uint64_t id, absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    absl::Status last = absl::DeadlineExceededError("no leader");
+    while (absl::Now() < deadline) {
+      const uint64_t leader = WaitForLeader(deadline - absl::Now());
+      if (leader == 0) break;
+      pb::ConfChange cc;
+      cc.set_type(type);
+      cc.set_node_id(id);
+      cc.set_address(peers_[id]);
+      auto done = std::make_shared<absl::Notification>();
+      auto result = std::make_shared<absl::StatusOr<Proposal>>();
+      node(leader)->ProposeConfChangeAsync(cc, [done, result](absl::StatusOr<Proposal> p) {
+        *result = std::move(p);
+        done->Notify();
+      });
+      done->WaitForNotification();
+      if (!result->ok()) {
+        last = result->status();
+        if (last.code() != absl::StatusCode::kUnavailable) return last;
+        absl::SleepFor(absl::Milliseconds(20));
+        continue;
+      }
+      std::optional<uint64_t> term =
+          app(leader)->WaitApplied((*result)->index, deadline - absl::Now());
+      if (term && *term == (*result)->term) return absl::OkStatus();
+      last = absl::AbortedError("the change was lost to a leader change");
+    }
+    return last;
+  }
+
   // (Re)starts node `id` on its port and directory with a fresh LogApp.
   absl::Status StartNode(uint64_t id) {
     Replica& r = replicas_[id];
@@ -171,7 +218,12 @@ class GrpcCluster {
     nopt.raft.election_ticks = options_.election_ticks;
     nopt.raft.heartbeat_ticks = 1;
     nopt.raft.seed = id * 7919;
-    for (const auto& [pid, addr] : peers_) nopt.raft.peers.push_back(pid);
+    for (const auto& [pid, addr] : peers_) {
+      if (joiners_.count(pid)) continue;
+      nopt.raft.peers.push_back(pid);
+      nopt.raft.peer_addresses[pid] = addr;
+    }
+    if (joiners_.count(id)) nopt.raft.peers.clear();
     LogApp* app = r.app.get();
     auto node = Node::Start(nopt, std::move(*storage), std::move(transport),
                             [app](ApplyBatch b) { app->Apply(std::move(b)); });
@@ -253,6 +305,7 @@ class GrpcCluster {
   const GrpcClusterOptions options_;
   std::map<uint64_t, std::string> peers_;
   std::map<uint64_t, Replica> replicas_;
+  std::set<uint64_t> joiners_;  // added with AddNode: no bootstrap configuration
 };
 
 }  // namespace ds::raft::testing_util

@@ -32,9 +32,11 @@ Cluster::Cluster(const ClusterOptions& options)
     : options_(options), rng_(options.seed), nodes_(options.nodes) {
   blocked_.assign(options.nodes, std::vector<bool>(options.nodes, false));
   options_.raft.peers.clear();
-  for (int i = 0; i < size(); ++i) options_.raft.peers.push_back(i + 1);
+  const int voters = options.initial_voters > 0 ? options.initial_voters : size();
+  for (int i = 0; i < voters; ++i) options_.raft.peers.push_back(i + 1);
   for (int i = 0; i < size(); ++i) {
     nodes_[i].storage = std::make_unique<MemoryStorage>();
+    nodes_[i].bootstrap = i < voters;
     Restart(i);
   }
 }
@@ -235,8 +237,8 @@ void Cluster::Apply(int i, const pb::Entry& e) {
   app.last_applied = e.index();
   app.commands[e.index()] = e.data();  // no-op entries too (as "")
   if (options_.snapshot_interval > 0 && (e.index() + 1) % options_.snapshot_interval == 0) {
-    absl::Status s = nodes_[i].storage->CreateSnapshot(e.index(), nodes_[i].core->conf_state(),
-                                                       SnapshotData(app));
+    absl::Status s = nodes_[i].storage->CreateSnapshot(
+        e.index(), nodes_[i].core->ConfStateAt(e.index()), SnapshotData(app));
     if (!s.ok() && s.code() != absl::StatusCode::kFailedPrecondition) Fail(s);
   }
 }
@@ -284,6 +286,7 @@ void Cluster::Restart(int i) {
   Node& n = nodes_[i];
   Trace(absl::StrCat("restart ", i + 1));
   Options o = options_.raft;
+  if (!n.bootstrap) o.peers.clear();
   o.seed = options_.seed * 1000003 + i * 7919 + n.incarnation;
   // As 6.824's start1: the application ingests its snapshot before Raft starts.
   n.app.last_applied = 0;
@@ -325,6 +328,17 @@ void Cluster::TransferLeadership(int i, int to) {
   Trace(absl::StrCat("node ", i + 1, " asked to transfer leadership to ", to + 1));
   n.core->TransferLeadership(to + 1);
   ScheduleDrive(i);
+}
+
+absl::StatusOr<uint64_t> Cluster::ChangeMembership(int i, const pb::ConfChange& change) {
+  Node& n = nodes_[i];
+  if (n.core == nullptr) return absl::UnavailableError("crashed");
+  absl::StatusOr<uint64_t> r = n.core->ProposeConfChange(change);
+  Trace(absl::StrCat("node ", i + 1, " asked to ", pb::ConfChangeType_Name(change.type()), " ",
+                     change.node_id(), ": ",
+                     r.ok() ? absl::StrCat("index ", *r) : r.status().ToString()));
+  if (r.ok()) ScheduleDrive(i);
+  return r;
 }
 
 std::pair<uint64_t, bool> Cluster::GetState(int i) const {

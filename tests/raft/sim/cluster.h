@@ -27,6 +27,10 @@ namespace ds::raft::sim {
 
 struct ClusterOptions {
   int nodes = 3;
+  // The first `initial_voters` nodes bootstrap the cluster (0: all); the others
+  // start outside it, as `--initial-cluster-state=existing` replicas, and join
+  // when added through ChangeMembership.
+  int initial_voters = 0;
   uint64_t seed = 1;
   // Virtual milliseconds per Core::Tick(). With election_ticks = 10 the
   // election timeout is 1-2 s, heartbeats go out 10 times per second (the
@@ -87,6 +91,9 @@ class Cluster {
   void ReadIndex(int i, std::string context);
   // Asks node i (if leader) to hand leadership to node `to`.
   void TransferLeadership(int i, int to);
+  // Proposes a membership change at node i (Core::ProposeConfChange).
+  absl::StatusOr<uint64_t> ChangeMembership(int i, const pb::ConfChange& change);
+
   // (term, is_leader) of a live node.
   std::pair<uint64_t, bool> GetState(int i) const;
   Core* core(int i) { return nodes_[i].core.get(); }
@@ -130,6 +137,7 @@ class Cluster {
     std::unique_ptr<Core> core;
     uint64_t incarnation = 0;
     bool connected = true;
+    bool bootstrap = true;  // restarts with the bootstrap peers (else: joins)
     bool drive_scheduled = false;
     App app;
     uint64_t rpcs_received = 0;
