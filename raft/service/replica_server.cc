@@ -203,64 +203,6 @@ absl::Status CheckDataDir(const ReplicaServerOptions& o) {
   return common::WriteFileDurably(path, want);
 }
 
-// DATA_DIR/MEMBER records who this directory belongs to, written when the
-// directory is first used:
-//   member ID          this replica's id
-//   bootstrap new|existing
-//   peers ID=H:P,...   (new) the voters the group was bootstrapped with
-// A restart under another --id is refused; the bootstrap configuration comes
-// from this file, not from the flags (which change as members come and go).
-struct MemberRecord {
-  uint64_t member = 0;
-  bool existing = false;
-  std::map<uint64_t, std::string> peers;
-};
-
-std::string MemberText(const MemberRecord& r) {
-  std::string peers;
-  for (const auto& [id, addr] : r.peers) {
-    absl::StrAppend(&peers, peers.empty() ? "" : ",", id, "=", addr);
-  }
-  return absl::StrCat("member ", r.member, "\nbootstrap ", r.existing ? "existing" : "new",
-                      "\npeers ", peers, "\n");
-}
-
-absl::StatusOr<MemberRecord> CheckMember(const ReplicaServerOptions& o, bool has_state) {
-  const std::string path = o.data_dir + "/MEMBER";
-  absl::StatusOr<std::string> text = common::ReadWholeFile(path);
-  if (text.ok()) {
-    MemberRecord r;
-    if (!absl::SimpleAtoi(Field(*text, "member"), &r.member) || r.member == 0) {
-      return absl::DataLossError(absl::StrCat(path, " is damaged: no member id"));
-    }
-    if (r.member != o.id) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "data directory ", o.data_dir, " belongs to member ", r.member, ", not to --id=", o.id,
-          ": refusing to start (wrong --data-dir or --id? a replica's id never changes)"));
-    }
-    r.existing = Field(*text, "bootstrap") == "existing";
-    if (const std::string peers = Field(*text, "peers"); !peers.empty()) {
-      auto parsed = common::ParsePeerList(peers);
-      if (!parsed.ok()) return absl::DataLossError(absl::StrCat(path, " is damaged: peers"));
-      r.peers = *parsed;
-    }
-    return r;
-  }
-  if (text.status().code() != absl::StatusCode::kNotFound) return text.status();
-  MemberRecord r;
-  r.member = o.id;
-  if (has_state) {
-    // Written by a build before membership changes: bootstrapped from --peers.
-    r.peers = o.peers;
-  } else if (o.join_existing) {
-    r.existing = true;
-  } else {
-    r.peers = o.peers;
-  }
-  if (absl::Status st = common::WriteFileDurably(path, MemberText(r)); !st.ok()) return st;
-  return r;
-}
-
 }  // namespace
 
 absl::StatusOr<ReplicaServer::Security> ReplicaServer::MakeSecurity(
@@ -357,15 +299,19 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
   }
   const bool has_state = std::filesystem::exists(options.data_dir + "/raft", ec);
   if (absl::Status st = CheckDataDir(options); !st.ok()) return st;
-  absl::StatusOr<MemberRecord> member = CheckMember(options, has_state);
+  absl::StatusOr<MemberRecord> member = LoadOrCreateMember(
+      options.data_dir, options.id, options.peers, options.join_existing, has_state);
   if (!member.ok()) return member.status();
   auto logger = common::MakeLogger(absl::StrCat(options.service.name, "-", options.id));
   auto security = MakeSecurity(options, logger);
   if (!security.ok()) return security.status();
+  auto identity = PeerIdentity::Open(options.data_dir, *member, logger);
+  if (!identity.ok()) return identity.status();
   std::unique_ptr<ReplicaServer> s(
       new ReplicaServer(std::move(options), app, std::move(*security)));
   const ReplicaServerOptions& o = s->options_;
   s->logger_ = std::move(logger);
+  s->identity_ = std::move(*identity);
 
   auto storage = raft::RocksDbStorage::Open(o.data_dir + "/raft");
   if (!storage.ok()) {
@@ -378,9 +324,21 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
     if (pid != o.id) topts.peers[pid] = addr;
   }
   topts.credentials = s->security_.to_peers;
-  // Raft on the client port under TLS: only peers' certificates may speak it.
-  // On its own port the TLS handshake already demands one.
-  if (o.listen_peer.empty()) topts.authorize = s->peer_authorizer();
+  // Raft on the client port under TLS: only peers' certificates may speak it
+  // (on its own port the TLS handshake already demands one); and only members
+  // of this group that did not lose their data (PeerIdentity).
+  topts.call_metadata = s->identity_->CallMetadata();
+  PeerIdentity* identity_ptr = s->identity_.get();
+  topts.on_refused = [identity_ptr](uint64_t peer, const grpc::Status& status) {
+    identity_ptr->OnRefused(peer, status);
+  };
+  auto certificate = o.listen_peer.empty() ? s->peer_authorizer() : nullptr;
+  topts.authorize = [identity_ptr, certificate](const grpc::ServerContextBase& ctx) {
+    if (certificate) {
+      if (grpc::Status st = certificate(ctx); !st.ok()) return st;
+    }
+    return identity_ptr->Check(ctx);
+  };
   auto transport = std::make_unique<raft::GrpcTransport>(topts);
   s->transport_ = transport.get();
 

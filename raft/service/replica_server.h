@@ -27,6 +27,7 @@
 #include "common/tls.h"
 #include "raft/rsm/rsm.h"
 #include "raft/rsm/session_state_machine.h"
+#include "raft/service/peer_identity.h"
 #include "raft/service/replica_metrics.h"
 #include "raft/service/replica_service.h"
 #include "raft/transport/grpc_transport.h"
@@ -167,6 +168,9 @@ class ReplicaServer {
   const ReplicaServerOptions options_;
   const Security security_;
   std::shared_ptr<spdlog::logger> logger_;
+  // Who this replica is, and which peers may speak Raft to it (the
+  // transport's checks use it: declared before the Rsm, so destroyed after).
+  std::unique_ptr<PeerIdentity> identity_;
   // Before the Rsm and the context, which use its metrics.
   std::unique_ptr<ReplicaMetrics> metrics_;
   SessionStateMachine sm_;

@@ -17,6 +17,8 @@ class GrpcTransport::StreamReactor final : public grpc::ClientWriteReactor<pb::M
   StreamReactor(GrpcTransport* transport, Peer* peer) : transport_(transport), peer_(peer) {}
 
   void Begin(pb::RaftService::Stub* stub) {
+    for (const auto& [key, value] : transport_->options_.call_metadata)
+      ctx_.AddMetadata(key, value);
     stub->async()->Stream(&ctx_, &ack_, this);
     AddHold();
     StartWrite(&sending_);
@@ -428,7 +430,10 @@ void GrpcTransport::OnStreamDone(Peer* peer, StreamReactor* stream, const grpc::
     stopping = peer->stop;
   }
   // No access to `stream` from here: Send() may delete it.
-  if (!stopping && !status.ok()) Report(pb::MSG_UNREACHABLE, peer->id, false);
+  if (!stopping && !status.ok()) {
+    NoteRefusal(peer->id, status);
+    Report(pb::MSG_UNREACHABLE, peer->id, false);
+  }
 }
 
 void GrpcTransport::SnapshotLoop(Peer* peer) {
@@ -453,6 +458,7 @@ void GrpcTransport::StreamSnapshot(Peer* peer, pb::Message msg) {
   msg.mutable_snapshot()->clear_data();
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.snapshot_timeout));
+  for (const auto& [key, value] : options_.call_metadata) ctx.AddMetadata(key, value);
   {
     absl::MutexLock lock(&peer->mu);
     if (peer->stop) return;
@@ -479,6 +485,7 @@ void GrpcTransport::StreamSnapshot(Peer* peer, pb::Message msg) {
     absl::MutexLock lock(&peer->mu);
     peer->snapshot_ctx = nullptr;
   }
+  if (!status.ok()) NoteRefusal(peer->id, status);
   Report(pb::MSG_SNAP_STATUS, peer->id, /*reject=*/!(ok && status.ok()));
 }
 
@@ -493,6 +500,13 @@ void GrpcTransport::Deliver(pb::Message msg) {
   handler_(std::move(msg));
   absl::MutexLock lock(&mu_);
   --delivering_;
+}
+
+void GrpcTransport::NoteRefusal(uint64_t peer, const grpc::Status& status) {
+  if (options_.on_refused && (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+                              status.error_code() == grpc::StatusCode::PERMISSION_DENIED)) {
+    options_.on_refused(peer, status);
+  }
 }
 
 void GrpcTransport::Report(pb::MessageType type, uint64_t peer, bool reject) {

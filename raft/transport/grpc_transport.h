@@ -67,6 +67,14 @@ struct GrpcTransportOptions {
   // a peer (common::PeerCertificateCheck when Raft shares the client port
   // under TLS); a non-OK status refuses the call with it. Null: all may.
   std::function<grpc::Status(const grpc::ServerContextBase&)> authorize;
+  // Metadata sent with every outgoing Stream and InstallSnapshot call (the
+  // replica server's identity: member id, data-directory incarnation, cluster
+  // id), which the peers' `authorize` may check. Default: none.
+  std::vector<std::pair<std::string, std::string>> call_metadata;
+  // Called (on a gRPC thread; must be quick) when a peer refuses our call
+  // with FAILED_PRECONDITION or PERMISSION_DENIED: the peer's message says
+  // why. Default: none.
+  std::function<void(uint64_t peer, const grpc::Status& status)> on_refused;
 };
 
 class GrpcTransport : public Transport {
@@ -110,6 +118,7 @@ class GrpcTransport : public Transport {
     return options_.authorize ? options_.authorize(ctx) : grpc::Status::OK;
   }
   void Report(pb::MessageType type, uint64_t peer, bool reject);
+  void NoteRefusal(uint64_t peer, const grpc::Status& status);
   Peer* AddPeerLocked(uint64_t id, const std::string& address)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(peers_mu_);
   std::vector<Peer*> PeerList() const;

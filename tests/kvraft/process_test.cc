@@ -241,6 +241,43 @@ std::string HealthAt(const std::string& endpoint) {
 // Health means "state restored and a leader known": a replica left alone
 // turns NOT_SERVING (it knows no leader once its election timeout passes),
 // and SERVING again when its peers are back.
+// A replica that lost its data directory and comes back under its old id has
+// forgotten its votes and log: its peers refuse its Raft traffic (it could
+// otherwise help elect a leader without committed entries), so it counts for
+// nothing, and both sides log why.
+TEST(KvraftProcess, ReplicaBackWithAnEmptyDataDirectoryUnderItsOldIdIsRefused) {
+  ProcessCluster cluster(kKvServer, 3, kFastRaft);
+  ASSERT_TRUE(cluster.WaitAllHealthy().ok());
+  auto clerk = NewKvClerk(cluster, absl::Seconds(20));
+  ASSERT_TRUE(clerk->Put("k", "v1").ok());
+  cluster.Kill(2);
+  std::error_code ec;
+  std::filesystem::remove_all(cluster.data_dir(2), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  cluster.Start(2);
+  // Its peers refuse it, and it says so.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline &&
+         ReadLog(cluster.log_path(2)).find("refuses this replica") == std::string::npos) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_NE(ReadLog(cluster.log_path(2)).find("comes back with another data directory"),
+            std::string::npos)
+      << cluster.LogTail(2);
+  // The group works on; but without replica 2 the wiped replica 3 is no help:
+  // nothing commits.
+  ASSERT_TRUE(clerk->Put("k", "v2").ok());
+  cluster.Kill(1);
+  auto quick = NewKvClerk(cluster, absl::Seconds(4));
+  EXPECT_FALSE(quick->Put("k", "v3").ok());
+  // Replica 2 back: a majority that remembers everything.
+  cluster.Start(1);
+  auto after = NewKvClerk(cluster, absl::Seconds(20));
+  auto r = after->Get("k");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->value == "v2" || r->value == "v3") << r->value;
+}
+
 TEST(KvraftProcess, HealthyOnlyWhileALeaderIsKnown) {
   ProcessCluster cluster(kKvServer, 3, kFastRaft);
   ASSERT_TRUE(cluster.WaitAllHealthy().ok());
