@@ -10,8 +10,6 @@
 namespace ds::mr {
 namespace {
 
-std::string Seconds(absl::Duration d) { return absl::StrFormat("%.1fs", absl::ToDoubleSeconds(d)); }
-
 std::string WhenUtc(int64_t unix_ms) {
   if (unix_ms == 0) return "-";
   return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMillis(unix_ms),
@@ -20,10 +18,16 @@ std::string WhenUtc(int64_t unix_ms) {
 
 std::string AppOf(const pb::JobSpec& spec) {
   if (!spec.app().empty()) return spec.app();
-  return absl::StrCat("streaming (mapper '", spec.mapper(), "', reducer '", spec.reducer(), "')");
+  return absl::StrCat(
+      "streaming (mapper '", spec.mapper(), "', reducer '", spec.reducer(), "'",
+      spec.combiner().empty() ? "" : absl::StrCat(", combiner '", spec.combiner(), "'"), ")");
 }
 
 }  // namespace
+
+std::string FormatSeconds(absl::Duration d) {
+  return absl::StrFormat("%.1fs", absl::ToDoubleSeconds(d));
+}
 
 std::string NormalizeJobId(const std::string& arg) {
   if (!arg.empty() && std::all_of(arg.begin(), arg.end(), [](char c) {
@@ -66,7 +70,7 @@ absl::Duration Elapsed(const pb::JobStatus& job, absl::Time now) {
 std::string ProgressLine(const pb::JobStatus& job, absl::Time now) {
   return absl::StrCat(job.job_id(), " ", StateName(job.state()), ": maps ", job.maps_done(), "/",
                       job.maps_total(), ", reduces ", job.reduces_done(), "/", job.reduces_total(),
-                      ", ", Seconds(Elapsed(job, now)));
+                      ", ", FormatSeconds(Elapsed(job, now)));
 }
 
 std::string StatusReport(const pb::JobStatus& job, absl::Time now) {
@@ -82,12 +86,16 @@ std::string StatusReport(const pb::JobStatus& job, absl::Time now) {
   absl::StrAppend(&out, "  progress:  maps ", job.maps_done(), "/", job.maps_total(), ", reduces ",
                   job.reduces_done(), "/", job.reduces_total(), "\n");
   absl::StrAppend(&out, "  attempts:  ", job.attempts(), " started, ", job.failed_attempts(),
-                  " failed or timed out, ", job.backup_attempts(), " backup\n");
+                  " failed or timed out, ", job.backup_attempts(), " backup");
+  if (job.lost_map_outputs() > 0) {
+    absl::StrAppend(&out, ", ", job.lost_map_outputs(), " map(s) re-run (output lost)");
+  }
+  absl::StrAppend(&out, "\n");
   absl::StrAppend(&out, "  submitted: ", WhenUtc(job.submit_unix_ms()), "\n");
   if (job.finish_unix_ms() != 0) {
     absl::StrAppend(&out, "  finished:  ", WhenUtc(job.finish_unix_ms()), "\n");
   }
-  absl::StrAppend(&out, "  elapsed:   ", Seconds(Elapsed(job, now)), "\n");
+  absl::StrAppend(&out, "  elapsed:   ", FormatSeconds(Elapsed(job, now)), "\n");
   if (!job.counters().empty()) {
     absl::StrAppend(&out, "  counters:\n");
     // Sorted, so the report reads the same every time (a proto map is not).
@@ -112,7 +120,7 @@ std::string ListTable(const std::vector<pb::JobStatus>& jobs, absl::Time now) {
         absl::StrFormat("%-10s %-10s %-7s %-9s %-9s %s\n", job.job_id(), StateName(job.state()),
                         absl::StrCat(job.maps_done(), "/", job.maps_total()),
                         absl::StrCat(job.reduces_done(), "/", job.reduces_total()),
-                        Seconds(Elapsed(job, now)), AppOf(job.spec())));
+                        FormatSeconds(Elapsed(job, now)), AppOf(job.spec())));
   }
   return out;
 }

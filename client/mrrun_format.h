@@ -22,6 +22,9 @@ bool IsTerminal(pb::JobState state);
 // submission, while it is queued).
 absl::Duration Elapsed(const pb::JobStatus& job, absl::Time now);
 
+// "2.4s", "0.0s": always with a unit, one decimal.
+std::string FormatSeconds(absl::Duration d);
+
 // "job-3 mapping: maps 3/8, reduces 0/10, 2.4s"
 std::string ProgressLine(const pb::JobStatus& job, absl::Time now);
 

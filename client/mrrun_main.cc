@@ -10,12 +10,14 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/mrrun_format.h"
 #include "common/init.h"
@@ -34,6 +36,13 @@ ABSL_FLAG(std::string, mapper, "",
 ABSL_FLAG(std::string, reducer, "",
           "Streaming mode: shell command run once per reduce task with its key<TAB>value "
           "lines, sorted by key, on stdin, writing key<TAB>value output lines.");
+ABSL_FLAG(std::string, combiner, "",
+          "Streaming mode, optional: shell command run on each map task's output (key<TAB>"
+          "value lines sorted by key on stdin, key<TAB>value lines out) before it is written; "
+          "it must not change the reducer's result (word count: sum the counts).");
+ABSL_FLAG(bool, combine, true,
+          "Run the app's combiner (a plugin's Combine, or --combiner) on the map side. "
+          "--nocombine turns it off, e.g. to compare.");
 ABSL_FLAG(std::vector<std::string>, input, {},
           "Input files, one map task each: --input A B C, --input=A --input=B, or plain "
           "arguments after the flags.");
@@ -69,12 +78,13 @@ constexpr char kUsageText[] = R"(mrrun: run MapReduce jobs on mr-coordinator.
 
 Usage:
   mrrun --app=NAME|PATH.so --output=DIR [--reduces=R] --input FILE...
-  mrrun --mapper=CMD --reducer=CMD --output=DIR [--reduces=R] --input FILE...
+  mrrun --mapper=CMD --reducer=CMD [--combiner=CMD] --output=DIR [--reduces=R] --input FILE...
         submit a job and wait for it: a progress line on stderr, then where the
         output is on stdout. With --detach, print the job id and return at once.
   mrrun status [JOB]   state, progress, times, attempts and counters of JOB
                        (default: the most recent job)
   mrrun list           one line per job the coordinator knows
+  mrrun workers        the workers registered now: id, map-output address, apps
   mrrun cancel JOB     stop scheduling JOB's tasks; it ends as cancelled
 JOB is "job-N" or just N.
 
@@ -209,9 +219,7 @@ int Wait(Client& client, const std::string& job_id) {
     last_state = job.state();
     if (done) {
       if (job.state() == ds::mr::pb::SUCCEEDED) {
-        std::cout << job_id << " succeeded in "
-                  << absl::FormatDuration(
-                         absl::Trunc(ds::mr::Elapsed(job, now), absl::Milliseconds(100)))
+        std::cout << job_id << " succeeded in " << ds::mr::FormatSeconds(ds::mr::Elapsed(job, now))
                   << "; output: " << job.spec().output_dir() << "/mr-out-0 .. mr-out-"
                   << job.spec().reduces() - 1 << "\n";
         return kOk;
@@ -222,6 +230,25 @@ int Wait(Client& client, const std::string& job_id) {
     }
     absl::SleepFor(poll);
   }
+}
+
+// A bundled app name must be one some registered worker has; caught here, a
+// typo fails at once instead of after --max-attempts tries of the first map.
+// With no worker registered yet (a job queued before the workers start),
+// nothing can be checked and the job is submitted.
+int CheckBundledApp(Client& client, const std::string& app) {
+  ds::mr::pb::ListWorkersResponse workers;
+  if (!client.Call(&JobService::Stub::ListWorkers, ds::mr::pb::ListWorkersRequest(), &workers)) {
+    return kFailed;
+  }
+  std::set<std::string> known;
+  for (const auto& w : workers.workers()) known.insert(w.apps().begin(), w.apps().end());
+  if (workers.workers().empty() || known.contains(app)) return kOk;
+  std::cerr << "mrrun: unknown app '" << app << "': none of the " << workers.workers_size()
+            << " registered worker(s) has it; bundled apps: "
+            << absl::StrJoin(known.begin(), known.end(), ", ")
+            << " (or give the path of a plugin .so)\n";
+  return kUsage;
 }
 
 int Submit(Client& client, std::vector<std::string> inputs) {
@@ -237,6 +264,11 @@ int Submit(Client& client, std::vector<std::string> inputs) {
   if (streaming == !spec.app().empty()) {
     return Usage("give either --app or --mapper and --reducer");
   }
+  spec.set_combiner(absl::GetFlag(FLAGS_combiner));
+  if (!spec.combiner().empty() && !streaming) {
+    return Usage("--combiner is for streaming jobs (a plugin brings its own Combine)");
+  }
+  spec.set_combine_disabled(!absl::GetFlag(FLAGS_combine));
   if (inputs.empty()) return Usage("no input files");
   if (absl::GetFlag(FLAGS_output).empty()) return Usage("--output is required");
   if (absl::GetFlag(FLAGS_reduces) < 1) return Usage("--reduces must be at least 1");
@@ -276,6 +308,10 @@ int Submit(Client& client, std::vector<std::string> inputs) {
   spec.set_reduces(absl::GetFlag(FLAGS_reduces));
   spec.set_output_dir(AbsolutePath(absl::GetFlag(FLAGS_output)));
   spec.set_max_attempts(absl::GetFlag(FLAGS_max_attempts));
+
+  if (!spec.app().empty() && !absl::StrContains(spec.app(), "/")) {
+    if (int code = CheckBundledApp(client, spec.app()); code != kOk) return code;
+  }
 
   ds::mr::pb::SubmitResponse response;
   if (!client.Call(&JobService::Stub::Submit, request, &response)) return kFailed;
@@ -324,6 +360,21 @@ int List(Client& client) {
   return kOk;
 }
 
+int Workers(Client& client) {
+  ds::mr::pb::ListWorkersResponse response;
+  if (!client.Call(&JobService::Stub::ListWorkers, ds::mr::pb::ListWorkersRequest(), &response)) {
+    return kFailed;
+  }
+  std::cout << "WORKER                 ADDRESS                APPS\n";
+  for (const auto& w : response.workers()) {
+    std::string id = w.worker_id(), address = w.address();
+    id.resize(std::max<size_t>(id.size(), 22), ' ');
+    address.resize(std::max<size_t>(address.size(), 22), ' ');
+    std::cout << id << " " << address << " " << absl::StrJoin(w.apps(), ",") << "\n";
+  }
+  return kOk;
+}
+
 int Cancel(Client& client, const std::vector<std::string>& args) {
   if (args.size() != 1) return Usage("cancel takes exactly one job id");
   ds::mr::pb::CancelRequest request;
@@ -362,6 +413,10 @@ int main(int argc, char** argv) {
     return List(client);
   }
   if (!args.empty() && args[0] == "cancel") return Cancel(client, {args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "workers") {
+    if (args.size() > 1) return Usage("workers takes no arguments");
+    return Workers(client);
+  }
   // Anything else is a submission; plain arguments are more input files.
   inputs.insert(inputs.end(), args.begin(), args.end());
   return Submit(client, std::move(inputs));

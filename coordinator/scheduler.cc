@@ -76,6 +76,10 @@ absl::StatusOr<std::string> Scheduler::Submit(pb::JobSpec spec, absl::Time now) 
   if (spec.reduces() < 1) return absl::InvalidArgumentError("reduces must be at least 1");
   if (spec.output_dir().empty()) return absl::InvalidArgumentError("no output directory");
   if (spec.max_attempts() < 0) return absl::InvalidArgumentError("max_attempts must be >= 0");
+  if (!spec.combiner().empty() && !streaming) {
+    return absl::InvalidArgumentError(
+        "a combiner command is for streaming jobs (a plugin brings its own Combine)");
+  }
 
   uint64_t n = next_job_number_++;
   std::string id = absl::StrCat("job-", n);
@@ -201,7 +205,10 @@ pb::Task Scheduler::MakeTask(Job& job, pb::TaskType type, int index, const std::
   task.set_maps_total(status->maps_total());
   task.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
   if (type == pb::REDUCE) {
-    for (const pb::TaskRecord& m : job.record.maps()) task.add_map_locations(m.output_location());
+    for (const pb::TaskRecord& m : job.record.maps()) {
+      task.add_map_locations(m.output_location());
+      task.add_map_addresses(m.output_address());
+    }
   }
   MarkDirty(status->job_id());
   return task;
@@ -245,14 +252,28 @@ void Scheduler::ReportTask(const pb::ReportTaskRequest& report, absl::Time now) 
   // A duplicate (backup or re-issued) attempt finishing second changes nothing:
   // outputs are renamed atomically and deterministic, so the first one stands.
   if (task == nullptr || task->done()) return;
-  bool current_phase = (report.type() == pb::MAP) == (status->state() != pb::REDUCING);
-  if (!current_phase) return;
+  // A reduce may still be running (and finish, with every map's output) while
+  // lost maps are re-run: its result counts in either phase. A map report in
+  // the reduce phase cannot reach here (every map is done then).
   if (!report.ok()) {
+    if (report.type() == pb::REDUCE && report.lost_maps_size() > 0) {
+      // Not the reduce's fault: its maps' outputs are gone. No failure is
+      // counted; the maps run again and the reduce is handed out once they
+      // are done.
+      for (int i = 0; i < report.lost_maps_size(); ++i) {
+        std::string address =
+            i < report.lost_map_addresses_size() ? report.lost_map_addresses(i) : "";
+        LoseMapOutputs(job, report.lost_maps(i), address);
+      }
+      MarkDirty(status->job_id());
+      return;
+    }
     FailAttempt(job, report.type(), report.index(), report.error(), now);
     return;
   }
   task->set_done(true);
   task->set_output_location(report.output_location());
+  task->set_output_address(report.output_address());
   for (const auto& [name, value] : report.counters()) {
     (*status->mutable_counters())[name] += value;
   }
@@ -280,6 +301,29 @@ void Scheduler::ReportTask(const pb::ReportTaskRequest& report, absl::Time now) 
       FinishJob(job, pb::SUCCEEDED, "", now);
     }
   }
+}
+
+int Scheduler::LoseMapOutputs(Job& job, int index, const std::string& address) {
+  pb::TaskRecord* lost = FindTask(job, pb::MAP, index);
+  // Already re-run (or being re-run): the reducer's view was stale.
+  if (lost == nullptr || !lost->done() || lost->output_address() != address) return 0;
+  pb::JobStatus* status = job.record.mutable_status();
+  int reset = 0;
+  for (pb::TaskRecord& m : *job.record.mutable_maps()) {
+    if (!m.done() || m.output_address() != address) continue;
+    m.set_done(false);
+    m.clear_output_location();
+    m.clear_output_address();
+    ++reset;
+  }
+  status->set_maps_done(status->maps_done() - reset);
+  status->set_lost_map_outputs(status->lost_map_outputs() + reset);
+  if (status->state() == pb::REDUCING) {
+    status->set_state(pb::MAPPING);
+    job.finished_durations.clear();
+  }
+  MarkDirty(status->job_id());
+  return reset;
 }
 
 void Scheduler::FailAttempt(Job& job, pb::TaskType type, int index, const std::string& error,
@@ -394,6 +438,40 @@ std::vector<std::string> Scheduler::MapLocations(const std::string& job_id) cons
     if (!m.output_location().empty()) dirs.insert(m.output_location());
   }
   return {dirs.begin(), dirs.end()};
+}
+
+std::vector<std::string> Scheduler::RecentlyEnded(absl::Time now) const {
+  std::vector<std::string> out;
+  const int64_t since = UnixMs(now - options_.ended_job_notice);
+  for (const auto& [n, job] : jobs_) {
+    const pb::JobStatus& st = job.record.status();
+    if (IsTerminalState(st.state()) && st.finish_unix_ms() >= since) out.push_back(st.job_id());
+  }
+  return out;
+}
+
+void Scheduler::RegisterWorker(const pb::RegisterWorkerRequest& request, absl::Time now) {
+  pb::WorkerInfo& w = workers_[request.worker_id()];
+  w.set_worker_id(request.worker_id());
+  w.set_address(request.address());
+  *w.mutable_apps() = request.apps();
+  w.set_last_seen_unix_ms(UnixMs(now));
+  // Forget workers long gone, so the registry does not grow with restarts.
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    bool expired =
+        now - absl::FromUnixMillis(it->second.last_seen_unix_ms()) > options_.worker_expiry * 4;
+    it = expired ? workers_.erase(it) : std::next(it);
+  }
+}
+
+std::vector<pb::WorkerInfo> Scheduler::Workers(absl::Time now) const {
+  std::vector<pb::WorkerInfo> out;
+  for (const auto& [id, w] : workers_) {
+    if (now - absl::FromUnixMillis(w.last_seen_unix_ms()) <= options_.worker_expiry) {
+      out.push_back(w);
+    }
+  }
+  return out;
 }
 
 std::vector<pb::JobRecord> Scheduler::TakeDirty() {

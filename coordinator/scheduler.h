@@ -37,6 +37,12 @@ struct SchedulerOptions {
   double backup_slowdown = 2.0;
   // How long an idle worker waits before asking again. Default: 50 ms.
   absl::Duration idle_retry = absl::Milliseconds(50);
+  // A registered worker not heard from (RegisterWorker) for this long is no
+  // longer listed. Workers re-register every few seconds. Default: 15 s.
+  absl::Duration worker_expiry = absl::Seconds(15);
+  // Jobs that ended within this long are named to workers asking for tasks,
+  // which then delete their intermediate files. Default: 10 min.
+  absl::Duration ended_job_notice = absl::Minutes(10);
 };
 
 // How many jobs and tasks are in each state (for the coordinator's metrics).
@@ -90,6 +96,12 @@ class Scheduler {
   bool IsTerminal(const std::string& job_id) const;
   // The distinct intermediate directories of a job's finished map tasks.
   std::vector<std::string> MapLocations(const std::string& job_id) const;
+  // Ids of jobs that ended within options().ended_job_notice of `now`.
+  std::vector<std::string> RecentlyEnded(absl::Time now) const;
+
+  // The worker registry (not persisted: workers re-register).
+  void RegisterWorker(const pb::RegisterWorkerRequest& request, absl::Time now);
+  std::vector<pb::WorkerInfo> Workers(absl::Time now) const;
 
   // Ids of jobs whose record changed since the last call, with their records,
   // and the job counter; the caller persists them before acknowledging.
@@ -123,6 +135,10 @@ class Scheduler {
                     bool backup, absl::Time now);
   void FailAttempt(Job& job, pb::TaskType type, int index, const std::string& error,
                    absl::Time now);
+  // A reducer could not fetch map `index`'s output from `address`: every
+  // finished map of the job whose output is there is run again (the paper's
+  // rule for a dead worker's completed maps). Returns how many were reset.
+  int LoseMapOutputs(Job& job, int index, const std::string& address);
   void FinishJob(Job& job, pb::JobState state, const std::string& error, absl::Time now);
   void DropAttemptsOf(const std::string& job_id);
   int RunningCount(const std::string& job_id, pb::TaskType type, int index) const;
@@ -135,6 +151,7 @@ class Scheduler {
   std::map<uint64_t, Job> jobs_;
   std::map<uint64_t, Attempt> attempts_;
   std::set<std::string> dirty_;
+  std::map<std::string, pb::WorkerInfo> workers_;
   uint64_t next_job_number_ = 1;
   uint64_t next_attempt_id_ = 1;
 };

@@ -134,14 +134,9 @@ void CoordinatorService::NoteEndedLocked(const std::vector<pb::JobRecord>& recor
     const pb::JobStatus& status = record.status();
     pb::JobState state = status.state();
     if (state != pb::SUCCEEDED && state != pb::FAILED && state != pb::CANCELLED) continue;
-    // Where map attempts reported their files, and the default work root of
-    // the job (where failed attempts may have left some).
-    std::set<std::string> dirs = {
-        absl::StrCat(status.spec().output_dir(), "/.mr-intermediate/", status.job_id())};
-    for (const pb::TaskRecord& m : record.maps()) {
-      if (!m.output_location().empty()) dirs.insert(m.output_location());
-    }
-    for (const std::string& dir : dirs) garbage_.push_back({seq, dir, ""});
+    // Intermediate files live on the workers, which delete a job's when told
+    // it ended (RequestTaskResponse.ended_jobs); the output directory is
+    // shared, so its leftovers are removed here.
     // Reduce attempts killed mid-write leave their temporary files.
     garbage_.push_back({seq, "", status.spec().output_dir()});
   }
@@ -230,6 +225,9 @@ grpc::Status CoordinatorService::RequestTask(grpc::ServerContext*,
   {
     absl::MutexLock lock(&mu_);
     auto task = scheduler_.RequestTask(request->worker_id(), absl::Now());
+    for (std::string& id : scheduler_.RecentlyEnded(absl::Now())) {
+      response->add_ended_jobs(std::move(id));
+    }
     if (!task) {
       response->set_retry_after_ms(absl::ToInt64Milliseconds(scheduler_.options().idle_retry));
       return grpc::Status::OK;
@@ -243,6 +241,24 @@ grpc::Status CoordinatorService::RequestTask(grpc::ServerContext*,
   // The attempt counter must be durable before the attempt id is used (see
   // Scheduler::Restore).
   return common::ToGrpcStatus(WaitDurable(seq));
+}
+
+grpc::Status CoordinatorService::RegisterWorker(grpc::ServerContext*,
+                                                const pb::RegisterWorkerRequest* request,
+                                                pb::RegisterWorkerResponse*) {
+  if (request->worker_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no worker id");
+  }
+  absl::MutexLock lock(&mu_);
+  scheduler_.RegisterWorker(*request, absl::Now());
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext*, const pb::ListWorkersRequest*,
+                                             pb::ListWorkersResponse* response) {
+  absl::MutexLock lock(&mu_);
+  for (pb::WorkerInfo& w : scheduler_.Workers(absl::Now())) *response->add_workers() = std::move(w);
+  return grpc::Status::OK;
 }
 
 grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*,
@@ -261,7 +277,14 @@ grpc::Status CoordinatorService::ReportTask(grpc::ServerContext*,
     absl::MutexLock lock(&mu_);
     bool was_terminal = scheduler_.IsTerminal(request->job_id());
     scheduler_.ReportTask(*request, absl::Now());
-    if (!request->ok()) {
+    if (!request->ok() && request->lost_maps_size() > 0) {
+      log_->warn(
+          "{} reduce {} attempt {} on {} could not fetch the output of {} map(s) (first: "
+          "map {} from {}): running them again",
+          request->job_id(), request->index(), request->attempt_id(), request->worker_id(),
+          request->lost_maps_size(), request->lost_maps(0),
+          request->lost_map_addresses_size() > 0 ? request->lost_map_addresses(0) : "");
+    } else if (!request->ok()) {
       log_->warn("{} {} {} attempt {} on {} failed: {}", request->job_id(),
                  request->type() == pb::MAP ? "map" : "reduce", request->index(),
                  request->attempt_id(), request->worker_id(), request->error());

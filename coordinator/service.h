@@ -43,6 +43,10 @@ class CoordinatorService final : public pb::JobService::Service, public pb::Work
                          pb::HeartbeatResponse*) override;
   grpc::Status ReportTask(grpc::ServerContext*, const pb::ReportTaskRequest*,
                           pb::ReportTaskResponse*) override;
+  grpc::Status RegisterWorker(grpc::ServerContext*, const pb::RegisterWorkerRequest*,
+                              pb::RegisterWorkerResponse*) override;
+  grpc::Status ListWorkers(grpc::ServerContext*, const pb::ListWorkersRequest*,
+                           pb::ListWorkersResponse*) override;
 
   // Jobs and tasks by state, attempts, for /metrics (a ScrapeCollectable's
   // callback). Holds the mutex only to count (never held across a write).
@@ -79,7 +83,7 @@ class CoordinatorService final : public pb::JobService::Service, public pb::Work
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status store_error_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // Intermediate directories of ended jobs, waiting for CleanUp().
+  // Leftovers of ended jobs, waiting for CleanUp().
   struct Garbage {
     uint64_t seq;                  // the staged batch holding the job's end
     std::string intermediate_dir;  // removed with its contents

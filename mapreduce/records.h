@@ -1,7 +1,9 @@
-// Intermediate records on disk and the reduce-side sort.
+// Records on disk and an external sort, used by mr-sequential (the reference;
+// the workers' shuffle is in mapreduce/shuffle.h), plus file helpers and the
+// partition hash shared by both.
 //
-// Format of an intermediate file: a sequence of [u32 key_len][u32 value_len]
-// [key][value] in host byte order (workers share one machine or one ISA).
+// Format of a sort spill: a sequence of [u32 key_len][u32 value_len]
+// [key][value] in host byte order (read back by the process that wrote it).
 #pragma once
 
 #include <cstdint>

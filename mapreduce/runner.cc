@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "mapreduce/records.h"
+#include "mapreduce/shuffle.h"
 
 extern char** environ;
 
@@ -48,20 +50,54 @@ const ds_mr_sink MakeSink(CallContext* ctx) {
 
 class PluginRunner : public AppRunner {
  public:
-  explicit PluginRunner(const ds_mr_app* app) : app_(app) {}
+  explicit PluginRunner(const ds_mr_app* app)
+      : app_(app), combine_(app->abi_version >= 2 ? app->combine : nullptr) {}
 
   absl::Status Map(const MapInput& input, const EmitFn& emit, Counters* counters,
                    uint64_t* bytes_in) override {
-    auto contents = input.length == 0 ? ReadFile(input.path)
-                                      : ReadSplit(input.path, input.offset, input.length);
-    if (!contents.ok()) return contents.status();
-    *bytes_in = contents->size();
+    // A whole file is mapped rather than copied into memory.
+    std::unique_ptr<MappedFile> mapped;
+    std::string split;
+    std::string_view contents;
+    if (input.length == 0) {
+      auto f = MappedFile::Open(input.path);
+      if (!f.ok()) {
+        return absl::NotFoundError(
+            absl::StrCat("read input ", input.path, ": ", f.status().message()));
+      }
+      mapped = std::move(*f);
+      contents = mapped->data();
+    } else {
+      auto s = ReadSplit(input.path, input.offset, input.length);
+      if (!s.ok()) return s.status();
+      split = std::move(*s);
+      contents = split;
+    }
+    *bytes_in = contents.size();
     CallContext ctx{&emit, counters};
     ds_mr_sink sink = MakeSink(&ctx);
     const std::string& filename = input.path;
-    app_->map(filename.data(), filename.size(), contents->data(), contents->size(), &sink);
+    app_->map(filename.data(), filename.size(), contents.data(), contents.size(), &sink);
     if (ctx.failed) return absl::AbortedError("map failed: " + ctx.error);
     return absl::OkStatus();
+  }
+
+  CombineKeyFn KeyCombiner(Counters* counters) override {
+    if (combine_ == nullptr) return nullptr;
+    return [this, counters](std::string_view key, std::vector<std::string_view>& values,
+                            const std::function<void(std::string_view)>& emit) {
+      slices_.clear();
+      for (std::string_view v : values) slices_.push_back({v.data(), v.size()});
+      EmitFn capture = [&](std::string_view, std::string_view v) { emit(v); };
+      CallContext ctx{&capture, counters};
+      ds_mr_sink sink = MakeSink(&ctx);
+      combine_(key.data(), key.size(), slices_.data(), slices_.size(), &sink);
+      if (ctx.failed) {
+        return absl::AbortedError(
+            absl::StrCat("combine failed on key ", std::string(key), ": ", ctx.error));
+      }
+      return absl::OkStatus();
+    };
   }
 
   absl::Status Reduce(const ForEachRecordFn& records, const EmitFn& output,
@@ -111,6 +147,9 @@ class PluginRunner : public AppRunner {
 
  private:
   const ds_mr_app* app_;
+  // Null for version-1 plugins (they have no such field) and apps without one.
+  decltype(ds_mr_app::combine) combine_;
+  std::vector<ds_mr_slice> slices_;
 };
 
 std::atomic<uint64_t> temp_counter{0};
@@ -156,9 +195,9 @@ absl::Status RunShell(const std::string& command, const std::string& in_path,
       absl::StrCat("command '", command, "' ", why, tail.empty() ? "" : "; stderr: ", tail));
 }
 
-// Parses "key<TAB>value" lines (a line without a tab is a key with an empty
-// value) from `path`.
-absl::Status ForEachLine(const std::string& path, const EmitFn& fn, uint64_t* count) {
+}  // namespace
+
+absl::Status ForEachKeyValueLine(const std::string& path, const EmitFn& fn, uint64_t* count) {
   FILE* f = fopen(path.c_str(), "rb");
   if (f == nullptr) return absl::InternalError(ErrnoMessage("open " + path, errno));
   char* line = nullptr;
@@ -181,10 +220,26 @@ absl::Status ForEachLine(const std::string& path, const EmitFn& fn, uint64_t* co
   return absl::OkStatus();
 }
 
+namespace {
+
 class StreamingRunner : public AppRunner {
  public:
-  StreamingRunner(std::string mapper, std::string reducer, std::string temp_dir)
-      : mapper_(std::move(mapper)), reducer_(std::move(reducer)), temp_dir_(std::move(temp_dir)) {}
+  StreamingRunner(std::string mapper, std::string reducer, std::string combiner,
+                  std::string temp_dir)
+      : mapper_(std::move(mapper)),
+        reducer_(std::move(reducer)),
+        combiner_(std::move(combiner)),
+        temp_dir_(std::move(temp_dir)) {}
+
+  CombineBatchFn BatchCombiner() override {
+    if (combiner_.empty()) return nullptr;
+    return [this](const std::string& in, const std::string& out) {
+      std::string err = TempPath(temp_dir_, "combine-err");
+      absl::Status st = RunShell(combiner_, in, out, err, {});
+      unlink(err.c_str());
+      return st;
+    };
+  }
 
   absl::Status Map(const MapInput& input, const EmitFn& emit, Counters* counters,
                    uint64_t* bytes_in) override {
@@ -209,7 +264,7 @@ class StreamingRunner : public AppRunner {
     absl::Status st =
         RunShell(mapper_, stdin_path, out, err, {"mapreduce_map_input_file=" + filename});
     uint64_t lines = 0;
-    if (st.ok()) st = ForEachLine(out, emit, &lines);
+    if (st.ok()) st = ForEachKeyValueLine(out, emit, &lines);
     unlink(out.c_str());
     unlink(err.c_str());
     if (!split_path.empty()) unlink(split_path.c_str());
@@ -231,7 +286,7 @@ class StreamingRunner : public AppRunner {
     if (fclose(f) != 0 && st.ok()) st = absl::DataLossError(ErrnoMessage("write " + in, errno));
     if (st.ok()) st = RunShell(reducer_, in, out, err, {});
     uint64_t lines = 0;
-    if (st.ok()) st = ForEachLine(out, output, &lines);
+    if (st.ok()) st = ForEachKeyValueLine(out, output, &lines);
     unlink(in.c_str());
     unlink(out.c_str());
     unlink(err.c_str());
@@ -239,7 +294,7 @@ class StreamingRunner : public AppRunner {
   }
 
  private:
-  std::string mapper_, reducer_, temp_dir_;
+  std::string mapper_, reducer_, combiner_, temp_dir_;
 };
 
 absl::Mutex plugins_mu;
@@ -279,8 +334,11 @@ absl::StatusOr<const ds_mr_app*> LoadPlugin(const std::string& app, const std::s
     return absl::FailedPreconditionError(
         absl::StrCat("app ", path, " does not export ", DS_MR_ENTRY_POINT));
   }
+  // A version-1 plugin answers only a version-1 host; it has no combiner.
   const ds_mr_app* loaded = get(DS_MR_ABI_VERSION);
-  if (loaded == nullptr || loaded->abi_version != DS_MR_ABI_VERSION || loaded->map == nullptr ||
+  if (loaded == nullptr) loaded = get(DS_MR_ABI_MIN_VERSION);
+  if (loaded == nullptr || loaded->abi_version < DS_MR_ABI_MIN_VERSION ||
+      loaded->abi_version > DS_MR_ABI_VERSION || loaded->map == nullptr ||
       loaded->reduce == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("app ", path, " does not support ABI version ", DS_MR_ABI_VERSION));
@@ -289,12 +347,28 @@ absl::StatusOr<const ds_mr_app*> LoadPlugin(const std::string& app, const std::s
   return loaded;
 }
 
+std::vector<std::string> BundledApps(const std::string& app_dir) {
+  std::vector<std::string> apps;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(app_dir.empty() ? DefaultAppDir() : app_dir, ec), end;
+       !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (name.size() > 10 && name.rfind("mr-app-", 0) == 0 &&
+        name.compare(name.size() - 3, 3, ".so") == 0) {
+      apps.push_back(name.substr(7, name.size() - 10));
+    }
+  }
+  std::sort(apps.begin(), apps.end());
+  return apps;
+}
+
 absl::StatusOr<std::unique_ptr<AppRunner>> MakeRunner(const RunnerSpec& spec) {
   if (!spec.mapper.empty() || !spec.reducer.empty()) {
     if (spec.mapper.empty() || spec.reducer.empty()) {
       return absl::InvalidArgumentError("streaming mode needs both a mapper and a reducer");
     }
-    return std::make_unique<StreamingRunner>(spec.mapper, spec.reducer, spec.temp_dir);
+    return std::make_unique<StreamingRunner>(spec.mapper, spec.reducer, spec.combiner,
+                                             spec.temp_dir);
   }
   auto app = LoadPlugin(spec.app, spec.app_dir);
   if (!app.ok()) return app.status();

@@ -25,9 +25,12 @@ int main(int argc, char** argv) {
     std::cerr << "mr-sequential: no input files\n";
     return 2;
   }
-  ds::mr::RunnerSpec spec{absl::GetFlag(FLAGS_app), absl::GetFlag(FLAGS_mapper),
-                          absl::GetFlag(FLAGS_reducer), absl::GetFlag(FLAGS_app_dir),
-                          absl::GetFlag(FLAGS_temp_dir)};
+  // No combiner: the reference runs each key's values through Reduce only.
+  ds::mr::RunnerSpec spec{.app = absl::GetFlag(FLAGS_app),
+                          .mapper = absl::GetFlag(FLAGS_mapper),
+                          .reducer = absl::GetFlag(FLAGS_reducer),
+                          .app_dir = absl::GetFlag(FLAGS_app_dir),
+                          .temp_dir = absl::GetFlag(FLAGS_temp_dir)};
   auto runner = ds::mr::MakeRunner(spec);
   if (!runner.ok()) {
     std::cerr << "mr-sequential: " << runner.status().message() << "\n";

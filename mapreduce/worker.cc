@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/metrics.h"
 #include "grpcpp/grpcpp.h"
@@ -19,7 +20,10 @@
 namespace ds::mr {
 
 Worker::Worker(WorkerOptions options, std::shared_ptr<spdlog::logger> log)
-    : options_(std::move(options)), log_(std::move(log)) {
+    : options_(std::move(options)),
+      log_(std::move(log)),
+      map_output_service_(options_.work_dir),
+      fetcher_(FetcherOptions{.credentials = options_.credentials}) {
   // A coordinator that was down (or not yet up) is retried within a second
   // of coming back, not after gRPC's default backoff (up to two minutes,
   // longer than the worker's --coordinator-grace).
@@ -60,6 +64,60 @@ Worker::Worker(WorkerOptions options, std::shared_ptr<spdlog::logger> log)
   last_contact_ = absl::Now();
 }
 
+Worker::~Worker() {
+  if (server_ != nullptr) server_->Shutdown(absl::ZeroDuration());
+}
+
+absl::Status Worker::Start() {
+  if (options_.work_dir.empty()) return absl::InvalidArgumentError("no work dir");
+  std::error_code ec;
+  std::filesystem::create_directories(options_.work_dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("work dir ", options_.work_dir, ": ", ec.message()));
+  }
+  server_ = std::make_unique<common::GrpcServer>(common::GrpcServerOptions{
+      .listen_address = options_.listen, .credentials = options_.server_credentials});
+  server_->AddService(&map_output_service_);
+  if (absl::Status st = server_->Start(); !st.ok()) return st;
+  address_ = options_.advertise_address;
+  if (address_.empty()) {
+    address_ = server_->address();
+  } else if (absl::EndsWith(address_, ":0")) {
+    // A host to advertise, with the port picked at bind time.
+    address_ = absl::StrCat(address_.substr(0, address_.size() - 1), server_->port());
+  }
+  return absl::OkStatus();
+}
+
+void Worker::RegisterLoop() {
+  pb::RegisterWorkerRequest request;
+  request.set_worker_id(options_.worker_id);
+  request.set_address(address_);
+  for (std::string& app : BundledApps(options_.app_dir)) request.add_apps(std::move(app));
+  do {
+    pb::RegisterWorkerResponse response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    ctx.set_wait_for_ready(true);
+    grpc::Status st = stub_->RegisterWorker(&ctx, request, &response);
+    if (!st.ok()) log_->debug("register: {}", st.error_message());
+  } while (!SleepOrStop(options_.register_interval));
+}
+
+void Worker::ForgetEndedJobs(const pb::RequestTaskResponse& response) {
+  for (const std::string& job : response.ended_jobs()) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!forgotten_jobs_.insert(job).second) continue;
+    }
+    // Job ids never contain '/' (the coordinator makes them); be careful anyway.
+    if (job.empty() || job.find('/') != std::string::npos || job[0] == '.') continue;
+    std::error_code ec;
+    std::filesystem::remove_all(JobWorkDir(options_.work_dir, job), ec);
+  }
+}
+
 void Worker::RequestStop() {
   absl::MutexLock lock(&mu_);
   if (!stop_) stop_reason_ = "shutdown requested";
@@ -90,10 +148,16 @@ void Worker::NoteContact(bool ok) {
 
 std::string Worker::Run() {
   std::vector<std::thread> slots;
+  std::thread registrar([this] { RegisterLoop(); });
   for (int i = 0; i < std::max(1, options_.parallel); ++i) {
     slots.emplace_back([this, i] { Slot(i); });
   }
   for (auto& t : slots) t.join();
+  RequestStop();  // ends the registrar when the coordinator went away
+  registrar.join();
+  // Map output is served until the slots are done: a reducer elsewhere may
+  // still be fetching what this worker's last map produced.
+  if (server_ != nullptr) server_->Shutdown(absl::Seconds(1));
   absl::MutexLock lock(&mu_);
   return stop_reason_;
 }
@@ -114,6 +178,7 @@ void Worker::Slot(int slot) {
       SleepOrStop(absl::Milliseconds(200));
       continue;
     }
+    ForgetEndedJobs(response);
     if (!response.has_task()) {
       SleepOrStop(absl::Milliseconds(std::max<int64_t>(10, response.retry_after_ms())));
       continue;
@@ -153,22 +218,32 @@ void Worker::Execute(const pb::Task& task, int slot) {
     }
   });
 
-  RunnerSpec spec{task.spec().app(), task.spec().mapper(), task.spec().reducer(), options_.app_dir};
-  spec.temp_dir = WorkRoot(task, options_.work_dir);
+  RunnerSpec spec{task.spec().app(), task.spec().mapper(), task.spec().reducer(),
+                  task.spec().combiner(), options_.app_dir};
+  spec.temp_dir = JobWorkDir(options_.work_dir, task.job_id());
   absl::StatusOr<TaskResult> result;
+  std::vector<LostMap> lost;
   {
     std::error_code ec;
     std::filesystem::create_directories(spec.temp_dir, ec);
   }
+  TaskOptions task_options;
+  task_options.work_dir = options_.work_dir;
+  task_options.memory_budget_bytes = options_.sort_memory_bytes;
+  task_options.self_address = address_;
+  task_options.fetch = [this](const std::string& address,
+                              const pb::FetchPartitionRequest& request) {
+    return fetcher_.Fetch(address, request);
+  };
   const auto start = std::chrono::steady_clock::now();
   if (running_ != nullptr) running_->Increment();
   auto runner = MakeRunner(spec);
   if (!runner.ok()) {
     result = runner.status();
   } else if (task.type() == pb::MAP) {
-    result = RunMapTask(task, **runner, options_.work_dir);
+    result = RunMapTask(task, **runner, task_options);
   } else {
-    result = RunReduceTask(task, **runner, options_.work_dir, options_.sort_memory_bytes);
+    result = RunReduceTask(task, **runner, task_options, &lost);
   }
   if (running_ != nullptr) {
     running_->Decrement();
@@ -191,9 +266,14 @@ void Worker::Execute(const pb::Task& task, int slot) {
   report.set_ok(result.ok());
   if (result.ok()) {
     report.set_output_location(result->output_location);
+    if (task.type() == pb::MAP) report.set_output_address(address_);
     for (const auto& [name, value] : result->counters) (*report.mutable_counters())[name] = value;
   } else {
     report.set_error(std::string(result.status().message()));
+    for (const LostMap& l : lost) {
+      report.add_lost_maps(l.index);
+      report.add_lost_map_addresses(l.address);
+    }
     log_->warn("{} {} {} failed: {}", task.job_id(), kind, task.index(),
                result.status().ToString());
   }

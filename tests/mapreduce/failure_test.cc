@@ -46,22 +46,36 @@ TEST(MapReduceFailure, InputVanishingAfterSubmissionFailsTheJob) {
   EXPECT_EQ(st.failed_attempts(), 4);
 }
 
-TEST(MapReduceFailure, UnknownAppFailsTheJob) {
+// Workers report their bundled apps when they register; mrrun refuses a name
+// none of them has before submitting anything.
+TEST(MapReduceFailure, UnknownAppIsRefusedBeforeSubmission) {
   MrCluster cluster;
   cluster.StartWorker();
+  ASSERT_TRUE(cluster.WaitForWorkers(1));
   RunResult run =
       cluster.Mrrun({"--app=no_such_app", "--output=" + cluster.Path("out"), "--input", Text(0)});
-  EXPECT_EQ(run.exit_code, 1);
-  EXPECT_THAT(run.output, HasSubstr("job-1 failed: map task 0"));
-  EXPECT_THAT(run.output, HasSubstr("failed 4 times"));
+  EXPECT_EQ(run.exit_code, 2);
   EXPECT_THAT(run.output, HasSubstr("unknown app 'no_such_app'"));
-  // A failed job's leftovers go too: the attempts made the default work root.
-  std::string work_root = cluster.Path("out/.mr-intermediate");
-  absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (std::filesystem::exists(work_root) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  EXPECT_FALSE(std::filesystem::exists(work_root));
+  EXPECT_THAT(run.output, HasSubstr("bundled apps: "));
+  EXPECT_THAT(run.output, HasSubstr("wc"));
+  RunResult list = cluster.Mrrun({"list"});
+  EXPECT_THAT(list.output, Not(HasSubstr("job-1"))) << "nothing should have been submitted";
+}
+
+// With no worker registered yet, mrrun cannot check the name: the job is
+// queued, and the first worker fails it with the reason.
+TEST(MapReduceFailure, UnknownAppQueuedBeforeAnyWorkerFailsTheJob) {
+  MrCluster cluster;
+  RunResult submit = cluster.Mrrun(
+      {"--app=no_such_app", "--output=" + cluster.Path("out"), "--detach", "--input", Text(0)});
+  ASSERT_EQ(submit.exit_code, 0) << submit.output;
+  cluster.StartWorker();
+  ASSERT_TRUE(cluster.WaitForJob(
+      "job-1", [](const pb::JobStatus& s) { return s.state() == pb::FAILED; }, absl::Seconds(30)));
+  pb::JobStatus st = cluster.Status("job-1").value();
+  EXPECT_THAT(st.error(), HasSubstr("map task 0"));
+  EXPECT_THAT(st.error(), HasSubstr("failed 4 times"));
+  EXPECT_THAT(st.error(), HasSubstr("unknown app 'no_such_app'"));
 }
 
 TEST(MapReduceFailure, PluginThatIsNotASharedLibraryFailsTheJob) {

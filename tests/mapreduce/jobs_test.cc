@@ -77,16 +77,28 @@ TEST(MapReduceJobs, SplitInputsGiveTheSameWordCount) {
   EXPECT_EQ(st->counters().at("map.bytes_in"), 3301104) << "every byte read exactly once";
 }
 
-// A reduce partition larger than the worker's sort budget is sorted in runs
-// spilled to disk and merged; the output does not change.
-TEST(MapReduceJobs, ReduceSpillsBeyondTheSortBudget) {
+// A map task's output larger than the worker's memory budget is spilled in
+// sorted runs to its work dir and merged (combining across runs); the output
+// does not change. (Before map output was buffered, this budget bounded the
+// reduce-side sort: reduces now merge sorted runs and need no sort.)
+TEST(MapReduceJobs, MapOutputSpillsBeyondTheMemoryBudget) {
   MrCluster cluster({.worker_flags = {"--sort-memory-mb=1"}});
+  cluster.StartWorker();
   cluster.StartWorker();
   std::string out = cluster.Path("out");
   RunResult run = cluster.Mrrun(WithTexts({"--app=wc", "--output=" + out, "--reduces=2"}));
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_TRUE(SortedOutput(out) == cluster.Expected({"--app=wc"}, Texts()));
-  EXPECT_GE(cluster.Status("job-1")->counters().at("reduce.spilled_runs"), 4);
+  // Every line four times, under four keys: 4x each text in values, past
+  // 1 MiB for the larger texts.
+  const std::vector<std::string> big = {
+      "--mapper=awk '{ for (i = 1; i <= 4; i++) print i $1 \"\\t\" $0 }'", "--reducer=cat"};
+  std::vector<std::string> args = WithTexts({"--output=" + out + "-big", "--reduces=2"});
+  args.insert(args.begin(), big.begin(), big.end());
+  RunResult lines = cluster.Mrrun(args);
+  ASSERT_EQ(lines.exit_code, 0) << lines.output;
+  EXPECT_TRUE(SortedOutput(out + "-big") == cluster.Expected(big, Texts()));
+  EXPECT_GE(cluster.Status("job-2")->counters().at("map.spilled_runs"), 4);
 }
 
 // Apps count things with Emitter::Count; `mrrun status` shows them.

@@ -3,14 +3,25 @@
 // any number of mr-worker processes (working directory = that temporary
 // directory, where the 6.824 timing apps leave their marker files), and mrrun
 // and mr-sequential runs. Everything is killed and removed at the end.
+//
+// Workers share nothing but inputs and outputs: worker i's --work-dir is
+// <dir>/work-i, and when the test runs as root with unshare(1) available each
+// worker runs in its own mount namespace with a tmpfs mounted on that
+// directory, so what one worker writes there does not exist for any other
+// process (nor for a restarted copy of itself). Otherwise (or with
+// MR_TEST_ISOLATION=0) the directories are merely distinct, and the cluster
+// says so on stderr.
 #pragma once
 
 #include <dirent.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -78,6 +89,38 @@ inline std::vector<std::string> SortedOutput(const std::string& dir) {
   return lines;
 }
 
+// Whether workers can each get a private tmpfs work dir (root, unshare(1),
+// and a trial mount that works here). Decided once per test process.
+inline bool WorkerIsolationAvailable() {
+  static const bool available = [] {
+    const char* env = std::getenv("MR_TEST_ISOLATION");
+    if ((env != nullptr && std::string(env) == "0") || geteuid() != 0 ||
+        access("/usr/bin/unshare", X_OK) != 0) {
+      std::cerr << "mr_cluster: workers get distinct work dirs on the shared file system, not "
+                   "private mount namespaces (those need root, unshare(1) and "
+                   "MR_TEST_ISOLATION unset)\n";
+      return false;
+    }
+    std::string tmpl = ::testing::TempDir() + "/mr_isolation.XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) return false;
+    auto p = common::Subprocess::Start(
+        {.argv = {"/usr/bin/unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+                  "mount -t tmpfs -o size=1m mr-probe \"$1\" && touch \"$1\"/probe", "sh", tmpl},
+         .log_path = tmpl + ".log"});
+    bool ok = p.ok() && (*p)->WaitFor(absl::Seconds(20)) == std::optional<int>(0) &&
+              !std::filesystem::exists(tmpl + "/probe");
+    std::error_code ec;
+    std::filesystem::remove_all(tmpl, ec);
+    std::filesystem::remove(tmpl + ".log", ec);
+    if (!ok) {
+      std::cerr << "mr_cluster: no private mount namespaces here (need root and unshare): "
+                   "workers get distinct work dirs on the shared file system instead\n";
+    }
+    return ok;
+  }();
+  return available;
+}
+
 struct RunResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
@@ -90,6 +133,12 @@ class MrCluster {
     std::vector<std::string> worker_flags;
     // "NAME=VALUE" for the workers' environment.
     std::vector<std::string> worker_env;
+    // true: workers get distinct work dirs on the shared file system even
+    // where each could have its own mount namespace and tmpfs (see
+    // WorkerIsolationAvailable). No initializer (a nested struct's default
+    // member initializer cannot serve MrCluster's default argument): Options()
+    // and designated initializers make it false.
+    bool no_isolation;
   };
 
   explicit MrCluster(Options options = Options()) : options_(std::move(options)) {
@@ -99,8 +148,14 @@ class MrCluster {
     auto port = common::ReserveFreePort();
     if (!port.ok()) std::abort();
     port_ = std::move(*port);
+    isolated_ = !options_.no_isolation && WorkerIsolationAvailable();
     StartCoordinator();
   }
+
+  // Whether workers really run with private work dirs (else: distinct ones).
+  bool isolated() const { return isolated_; }
+  // Worker i's --work-dir (private to it when isolated()).
+  std::string WorkDir(int i) const { return Path(absl::StrCat("work-", i)); }
 
   ~MrCluster() {
     if (::testing::Test::HasFailure()) DumpLogs();
@@ -130,7 +185,25 @@ class MrCluster {
   int StartWorker(const std::vector<std::string>& extra_flags = {},
                   const std::vector<std::string>& extra_env = {}) {
     int i = static_cast<int>(workers_.size());
-    std::vector<std::string> argv = {common::BinaryPath("mr-worker"), "--coordinator=" + address()};
+    std::filesystem::create_directories(WorkDir(i));
+    std::vector<std::string> argv;
+    if (isolated_) {
+      // A private mount namespace whose tmpfs on the work dir dies with the
+      // worker: a kill -9 loses its map output, as a dead machine would.
+      // unshare and sh exec, so the pid is the worker's.
+      argv = {"/usr/bin/unshare",
+              "--mount",
+              "--propagation",
+              "private",
+              "--",
+              "/bin/sh",
+              "-c",
+              "mount -t tmpfs -o size=512m mr-work \"$1\" && shift && exec \"$@\"",
+              "sh",
+              WorkDir(i)};
+    }
+    argv.insert(argv.end(), {common::BinaryPath("mr-worker"), "--coordinator=" + address(),
+                             "--work-dir=" + WorkDir(i), "--listen=127.0.0.1:0"});
     argv.insert(argv.end(), options_.worker_flags.begin(), options_.worker_flags.end());
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
     std::vector<std::string> env = options_.worker_env;
@@ -202,6 +275,31 @@ class MrCluster {
     return SortedOutput(out_dir);
   }
 
+  // The workers registered with the coordinator now.
+  absl::StatusOr<std::vector<pb::WorkerInfo>> RegisteredWorkers() {
+    if (stub_ == nullptr) {
+      stub_ = pb::JobService::NewStub(
+          grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    pb::ListWorkersResponse response;
+    grpc::Status st = stub_->ListWorkers(&ctx, pb::ListWorkersRequest(), &response);
+    if (!st.ok()) return absl::UnavailableError(st.error_message());
+    return std::vector<pb::WorkerInfo>(response.workers().begin(), response.workers().end());
+  }
+
+  // Waits until at least `n` workers are registered; false after `timeout`.
+  bool WaitForWorkers(int n, absl::Duration timeout = absl::Seconds(30)) {
+    absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      auto w = RegisteredWorkers();
+      if (w.ok() && static_cast<int>(w->size()) >= n) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return false;
+  }
+
   // A job's status straight from the coordinator.
   absl::StatusOr<pb::JobStatus> Status(const std::string& job_id) {
     if (stub_ == nullptr) {
@@ -266,6 +364,7 @@ class MrCluster {
 
  private:
   Options options_;
+  bool isolated_ = false;
   std::string dir_;
   common::PortReservation port_;
   std::unique_ptr<common::Subprocess> coordinator_;

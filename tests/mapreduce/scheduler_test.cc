@@ -64,7 +64,10 @@ class SchedulerTest : public ::testing::Test {
     r.set_attempt_id(t.attempt_id());
     r.set_ok(ok);
     if (!ok) r.set_error("boom");
-    if (t.type() == pb::MAP) r.set_output_location("/work/" + t.job_id());
+    if (t.type() == pb::MAP) {
+      r.set_output_location("/work/" + t.job_id());
+      r.set_output_address(worker + ":7000");
+    }
     for (auto& [k, v] : counters) (*r.mutable_counters())[k] = v;
     s_.ReportTask(r, now_);
   }
@@ -416,6 +419,113 @@ TEST_F(SchedulerTest, RestoreKeepsFinishedJobsForStatus) {
   EXPECT_EQ(st.attempts(), 2);
   EXPECT_FALSE(restored.RequestTask("w", now_).has_value());
   ASSERT_EQ(restored.List().size(), 1u);
+}
+
+// §3.3 of the paper: completed map tasks of a failed worker are re-executed
+// because their output is on its local disk. Here a reducer's failed fetch
+// tells the coordinator: every finished map whose output was on that worker
+// runs again (no failed attempt counted), the job goes back to its map phase,
+// and reduces are handed out again with the new addresses.
+TEST_F(SchedulerTest, LostMapOutputsAreRunAgainAndReducesSeeTheNewAddress) {
+  std::string id = Submit(3, 2);
+  auto m0 = Request("a"), m1 = Request("b"), m2 = Request("a");
+  ASSERT_TRUE(m0 && m1 && m2);
+  Report(*m0, true, "a");
+  Report(*m1, true, "b");
+  Report(*m2, true, "a");
+  auto r0 = Request("b");
+  auto r1 = Request("b");
+  ASSERT_TRUE(r0 && r1);
+  ASSERT_EQ(r0->map_addresses_size(), 3);
+  EXPECT_EQ(r0->map_addresses(0), "a:7000");
+  EXPECT_EQ(r0->map_addresses(1), "b:7000");
+
+  // r0 cannot fetch map 0 from a: maps 0 and 2 (both on a) run again.
+  pb::ReportTaskRequest lost;
+  lost.set_worker_id("b");
+  lost.set_job_id(id);
+  lost.set_type(pb::REDUCE);
+  lost.set_index(0);
+  lost.set_attempt_id(r0->attempt_id());
+  lost.set_ok(false);
+  lost.set_error("fetch failed");
+  lost.add_lost_maps(0);
+  lost.add_lost_map_addresses("a:7000");
+  s_.ReportTask(lost, now_);
+  pb::JobStatus st = Status(id);
+  EXPECT_EQ(st.state(), pb::MAPPING);
+  EXPECT_EQ(st.maps_done(), 1);
+  EXPECT_EQ(st.lost_map_outputs(), 2);
+  EXPECT_EQ(st.failed_attempts(), 0) << "a lost map output is not the reduce's failure";
+  // The same news from r1 changes nothing more: map 0 is not done any more.
+  lost.set_index(1);
+  lost.set_attempt_id(r1->attempt_id());
+  s_.ReportTask(lost, now_);
+  EXPECT_EQ(Status(id).lost_map_outputs(), 2);
+
+  auto again0 = Request("c");
+  auto again2 = Request("c");
+  ASSERT_TRUE(again0 && again2);
+  EXPECT_EQ(again0->type(), pb::MAP);
+  EXPECT_EQ(again0->index(), 0);
+  EXPECT_EQ(again2->index(), 2);
+  EXPECT_FALSE(Request("c").has_value()) << "no reduce before the lost maps are done again";
+  Report(*again0, true, "c");
+  Report(*again2, true, "c");
+  EXPECT_EQ(Status(id).state(), pb::REDUCING);
+  auto r = Request("b");
+  ASSERT_TRUE(r && r->type() == pb::REDUCE);
+  EXPECT_EQ(r->map_addresses(0), "c:7000");
+  EXPECT_EQ(r->map_addresses(1), "b:7000");
+  EXPECT_EQ(r->map_addresses(2), "c:7000");
+  Report(*r, true, "b");
+  auto last = Request("b");
+  ASSERT_TRUE(last);
+  Report(*last, true, "b");
+  EXPECT_EQ(Status(id).state(), pb::SUCCEEDED);
+}
+
+// A reduce that fetched everything before a worker died still finishes, even
+// while the lost maps are being run again: its result counts.
+TEST_F(SchedulerTest, ReduceFinishingWhileLostMapsRerunStillCounts) {
+  std::string id = Submit(2, 2);
+  for (int i = 0; i < 2; ++i) Report(*Request("w"), true, "w");
+  auto r0 = Request("x"), r1 = Request("y");
+  ASSERT_TRUE(r0 && r1);
+  pb::ReportTaskRequest lost;
+  lost.set_worker_id("y");
+  lost.set_job_id(id);
+  lost.set_type(pb::REDUCE);
+  lost.set_index(1);
+  lost.set_attempt_id(r1->attempt_id());
+  lost.set_ok(false);
+  lost.add_lost_maps(1);
+  lost.add_lost_map_addresses("w:7000");
+  s_.ReportTask(lost, now_);
+  ASSERT_EQ(Status(id).state(), pb::MAPPING);
+  Report(*r0, true, "x");
+  EXPECT_EQ(Status(id).reduces_done(), 1);
+  FinishPhase(id);  // the maps again, then the remaining reduce
+  EXPECT_EQ(Status(id).state(), pb::SUCCEEDED);
+}
+
+TEST_F(SchedulerTest, RegisteredWorkersExpireAndEndedJobsAreNamed) {
+  pb::RegisterWorkerRequest reg;
+  reg.set_worker_id("h:1");
+  reg.set_address("127.0.0.1:9000");
+  reg.add_apps("wc");
+  s_.RegisterWorker(reg, now_);
+  ASSERT_EQ(s_.Workers(now_).size(), 1u);
+  EXPECT_EQ(s_.Workers(now_)[0].apps(0), "wc");
+  EXPECT_TRUE(s_.Workers(now_ + absl::Seconds(16)).empty());
+
+  std::string id = Submit(1, 1);
+  EXPECT_TRUE(s_.RecentlyEnded(now_).empty());
+  FinishPhase(id);
+  FinishPhase(id);
+  ASSERT_EQ(Status(id).state(), pb::SUCCEEDED);
+  EXPECT_EQ(s_.RecentlyEnded(now_), std::vector<std::string>{id});
+  EXPECT_TRUE(s_.RecentlyEnded(now_ + absl::Minutes(11)).empty());
 }
 
 }  // namespace
