@@ -16,6 +16,8 @@ namespace {
 constexpr char kMemberKey[] = "ds-raft-member";
 constexpr char kIncarnationKey[] = "ds-raft-incarnation";
 constexpr char kClusterKey[] = "ds-raft-cluster";
+// The incarnation the caller knows for the callee (absent if it knows none).
+constexpr char kYourIncarnationKey[] = "ds-raft-your-incarnation";
 
 std::string Hex(uint64_t v) { return absl::StrFormat("%016x", v); }
 
@@ -123,10 +125,14 @@ absl::StatusOr<std::unique_ptr<PeerIdentity>> PeerIdentity::Open(
   return p;
 }
 
-std::vector<std::pair<std::string, std::string>> PeerIdentity::CallMetadata() const {
-  return {{kMemberKey, absl::StrCat(self_.member)},
-          {kIncarnationKey, Hex(self_.incarnation)},
-          {kClusterKey, Hex(cluster())}};
+std::vector<std::pair<std::string, std::string>> PeerIdentity::CallMetadata(uint64_t peer) const {
+  std::vector<std::pair<std::string, std::string>> md = {{kMemberKey, absl::StrCat(self_.member)},
+                                                         {kIncarnationKey, Hex(self_.incarnation)},
+                                                         {kClusterKey, Hex(cluster())}};
+  absl::MutexLock lock(&mu_);
+  auto it = known_.find(peer);
+  if (it != known_.end()) md.emplace_back(kYourIncarnationKey, Hex(it->second));
+  return md;
 }
 
 uint64_t PeerIdentity::cluster() const {
@@ -157,10 +163,23 @@ grpc::Status PeerIdentity::Check(const grpc::ServerContextBase& ctx) {
   }
   bool add_peer = false, adopt_cluster = false;
   std::string refusal;
+  uint64_t yours = 0;
+  const bool knows_us = ParseHex(Metadata(ctx, kYourIncarnationKey), &yours);
   {
     absl::MutexLock lock(&mu_);
     auto it = known_.find(from);
-    if (cluster != 0 && cluster_ != 0 && cluster != cluster_) {
+    if (knows_us && yours != self_.incarnation) {
+      // We are the replica that lost its data: say so (and take nothing from
+      // a peer whose log we no longer hold: a heartbeat's commit index would
+      // stop us as a corrupt log).
+      refusal = absl::StrCat(
+          "this replica (member ", self_.member, ") is not the one member ", from,
+          " knew: its data directory was replaced or wiped (incarnation ", Hex(self_.incarnation),
+          ", member ", from, " knew ", Hex(yours),
+          "). A replica that lost its data must not rejoin under its old id: stop it, remove "
+          "member ",
+          self_.member, " and add the machine under a new id (docs/operations.md)");
+    } else if (cluster != 0 && cluster_ != 0 && cluster != cluster_) {
       refusal = absl::StrCat("member ", from, " belongs to another group (cluster ", Hex(cluster),
                              "; this replica, member ", self_.member, ", is in cluster ",
                              Hex(cluster_), "): check --peers and --data-dir");

@@ -10,8 +10,10 @@
 //   bootstrap new|existing
 //   peers ID=H:P,...      (new) the voters it was bootstrapped with
 //
-// Every Raft call carries the sender's member id, incarnation and cluster id
-// (gRPC metadata). A replica refuses calls from another cluster, and from a
+// Every Raft call carries the sender's member id, incarnation and cluster id,
+// and the callee's incarnation as the sender knows it (gRPC metadata). A
+// replica refuses calls from another cluster, calls addressed to another
+// incarnation of itself (it is the one that lost its data), and calls from a
 // member whose incarnation differs from the one it first heard from that id:
 // that member lost its data directory (a replica restarted empty under its
 // old id forgets its votes and log, which breaks Raft's safety). The
@@ -61,8 +63,9 @@ class PeerIdentity {
   static absl::StatusOr<std::unique_ptr<PeerIdentity>> Open(std::string data_dir, MemberRecord self,
                                                             std::shared_ptr<spdlog::logger> log);
 
-  // Our identity, for GrpcTransportOptions::call_metadata.
-  std::vector<std::pair<std::string, std::string>> CallMetadata() const;
+  // Our identity and the incarnation we know for `peer`, for
+  // GrpcTransportOptions::call_metadata.
+  std::vector<std::pair<std::string, std::string>> CallMetadata(uint64_t peer) const;
   // Whether an incoming Raft call may proceed (GrpcTransportOptions::authorize).
   // Calls without our metadata (other tools, older builds) pass.
   grpc::Status Check(const grpc::ServerContextBase& ctx);

@@ -327,8 +327,8 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
   // Raft on the client port under TLS: only peers' certificates may speak it
   // (on its own port the TLS handshake already demands one); and only members
   // of this group that did not lose their data (PeerIdentity).
-  topts.call_metadata = s->identity_->CallMetadata();
   PeerIdentity* identity_ptr = s->identity_.get();
+  topts.call_metadata = [identity_ptr](uint64_t peer) { return identity_ptr->CallMetadata(peer); };
   topts.on_refused = [identity_ptr](uint64_t peer, const grpc::Status& status) {
     identity_ptr->OnRefused(peer, status);
   };
@@ -372,6 +372,7 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
 
   ServiceOptions service = o.service;
   service.addresses = o.client_endpoints.empty() ? o.peers : o.client_endpoints;
+  service.raft_address_serves_clients = o.listen_peer.empty();
   if (s->metrics_) service.request_metrics = s->metrics_->requests();
   s->context_ = std::make_unique<ReplicaContext>(std::move(service), s->rsm_.get(), &s->sm_);
   s->replica_service_ = std::make_unique<ReplicaServiceImpl>(s->context_.get());

@@ -22,6 +22,7 @@ absl::Time ReplicaContext::CallDeadline(const grpc::CallbackServerContext* ctx) 
 std::string ReplicaContext::Address(uint64_t id) const {
   auto it = options_.addresses.find(id);
   if (it != options_.addresses.end()) return it->second;
+  if (!options_.raft_address_serves_clients) return "";  // a Raft-only port
   // A member added since start: its address in the Raft configuration.
   raft::NodeStatus st = rsm_->status();
   if (st.conf == nullptr) return "";

@@ -28,6 +28,10 @@ struct ServiceOptions {
   // Every replica of the group: id -> client address "host:port", for leader
   // hints.
   std::map<uint64_t, std::string> addresses;
+  // Whether a member's Raft address (in the Raft configuration) is also its
+  // client address (false with a separate Raft port): members added at run
+  // time and absent from `addresses` are then hinted by that address.
+  bool raft_address_serves_clients = true;
   // Reported by Status: "kvraft", "shardctrler", "shardkv".
   std::string name;
   // Adds the service's own fields to a Status answer (shardkv: its shards).

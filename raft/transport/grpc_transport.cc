@@ -16,14 +16,7 @@ class GrpcTransport::StreamReactor final : public grpc::ClientWriteReactor<pb::M
  public:
   StreamReactor(GrpcTransport* transport, Peer* peer) : transport_(transport), peer_(peer) {}
 
-  void Begin(pb::RaftService::Stub* stub) {
-    for (const auto& [key, value] : transport_->options_.call_metadata)
-      ctx_.AddMetadata(key, value);
-    stub->async()->Stream(&ctx_, &ack_, this);
-    AddHold();
-    StartWrite(&sending_);
-    StartCall();
-  }
+  void Begin(pb::RaftService::Stub* stub);
   void OnWriteDone(bool ok) override { transport_->OnWriteDone(peer_, this, ok); }
   void OnDone(const grpc::Status& status) override {
     transport_->OnStreamDone(peer_, this, status);
@@ -64,6 +57,18 @@ struct GrpcTransport::Peer {
 
   std::thread snapshotter;
 };
+
+void GrpcTransport::StreamReactor::Begin(pb::RaftService::Stub* stub) {
+  if (transport_->options_.call_metadata) {
+    for (const auto& [key, value] : transport_->options_.call_metadata(peer_->id)) {
+      ctx_.AddMetadata(key, value);
+    }
+  }
+  stub->async()->Stream(&ctx_, &ack_, this);
+  AddHold();
+  StartWrite(&sending_);
+  StartCall();
+}
 
 // Takes up to `max_bytes` (at least one message) from `queue` into `batch`.
 static void TakeBatch(std::deque<pb::Message>& queue, uint64_t& queued_bytes, uint64_t max_bytes,
@@ -458,7 +463,9 @@ void GrpcTransport::StreamSnapshot(Peer* peer, pb::Message msg) {
   msg.mutable_snapshot()->clear_data();
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.snapshot_timeout));
-  for (const auto& [key, value] : options_.call_metadata) ctx.AddMetadata(key, value);
+  if (options_.call_metadata) {
+    for (const auto& [key, value] : options_.call_metadata(peer->id)) ctx.AddMetadata(key, value);
+  }
   {
     absl::MutexLock lock(&peer->mu);
     if (peer->stop) return;

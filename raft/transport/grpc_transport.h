@@ -67,10 +67,11 @@ struct GrpcTransportOptions {
   // a peer (common::PeerCertificateCheck when Raft shares the client port
   // under TLS); a non-OK status refuses the call with it. Null: all may.
   std::function<grpc::Status(const grpc::ServerContextBase&)> authorize;
-  // Metadata sent with every outgoing Stream and InstallSnapshot call (the
-  // replica server's identity: member id, data-directory incarnation, cluster
-  // id), which the peers' `authorize` may check. Default: none.
-  std::vector<std::pair<std::string, std::string>> call_metadata;
+  // Metadata sent with every outgoing Stream and InstallSnapshot call to
+  // `peer` (the replica server's identity, and what it knows of the peer's),
+  // which the peers' `authorize` may check. Called when a call starts.
+  // Default: none.
+  std::function<std::vector<std::pair<std::string, std::string>>(uint64_t peer)> call_metadata;
   // Called (on a gRPC thread; must be quick) when a peer refuses our call
   // with FAILED_PRECONDITION or PERMISSION_DENIED: the peer's message says
   // why. Default: none.

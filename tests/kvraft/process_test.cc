@@ -264,6 +264,12 @@ TEST(KvraftProcess, ReplicaBackWithAnEmptyDataDirectoryUnderItsOldIdIsRefused) {
   EXPECT_NE(ReadLog(cluster.log_path(2)).find("comes back with another data directory"),
             std::string::npos)
       << cluster.LogTail(2);
+  // It refuses its peers' calls too (they know its old incarnation), so a
+  // heartbeat's commit index never stops it as a corrupt log: it keeps
+  // running and explains.
+  EXPECT_NE(ReadLog(cluster.log_path(2)).find("is not the one member"), std::string::npos)
+      << cluster.LogTail(2);
+  EXPECT_TRUE(cluster.running(2)) << cluster.LogTail(2);
   // The group works on; but without replica 2 the wiped replica 3 is no help:
   // nothing commits.
   ASSERT_TRUE(clerk->Put("k", "v2").ok());
