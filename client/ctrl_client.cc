@@ -12,7 +12,7 @@ using ctrl::pb::CtrlResponse;
 
 namespace {
 
-// Join, Leave and Move carry the session's reference.
+// Join, Leave, Move and Servers carry the session's reference.
 void StampCtrl(CtrlRequest& request, const rsm::pb::SessionRef& ref) {
   if (request.has_join()) {
     *request.mutable_join()->mutable_session() = ref;
@@ -20,10 +20,12 @@ void StampCtrl(CtrlRequest& request, const rsm::pb::SessionRef& ref) {
     *request.mutable_leave()->mutable_session() = ref;
   } else if (request.has_move()) {
     *request.mutable_move()->mutable_session() = ref;
+  } else if (request.has_servers()) {
+    *request.mutable_servers()->mutable_session() = ref;
   }
 }
 
-// The configuration number of a Join, Leave or Move response.
+// The configuration number of a Join, Leave, Move or Servers response.
 uint64_t MadeNum(const CtrlResponse& r) {
   switch (r.result_case()) {
     case CtrlResponse::kJoin:
@@ -32,6 +34,8 @@ uint64_t MadeNum(const CtrlResponse& r) {
       return r.leave().num();
     case CtrlResponse::kMove:
       return r.move().num();
+    case CtrlResponse::kServers:
+      return r.servers().num();
     default:
       return 0;
   }
@@ -89,6 +93,17 @@ void CtrlClient::Move(uint32_t shard, uint64_t gid,
   });
 }
 
+void CtrlClient::Servers(uint64_t gid, std::vector<std::string> servers,
+                         std::function<void(absl::StatusOr<uint64_t>)> done) {
+  CtrlRequest req;
+  req.mutable_servers()->set_gid(gid);
+  for (auto& s : servers) req.mutable_servers()->add_servers(std::move(s));
+  Write("servers", std::move(req), [done = std::move(done)](absl::StatusOr<CtrlResponse> r) {
+    if (!r.ok()) return done(r.status());
+    done(MadeNum(*r));
+  });
+}
+
 void CtrlClient::Query(int64_t num, std::function<void(absl::StatusOr<ctrl::pb::Config>)> done) {
   CtrlRequest req;
   req.mutable_query()->set_num(num);
@@ -126,6 +141,8 @@ void GrpcCtrlTransport::Send(size_t i, CtrlRequest req, absl::Time deadline,
             return stub->Leave(ctx, &r.leave(), resp.mutable_leave(), std::move(finish));
           case CtrlRequest::kMove:
             return stub->Move(ctx, &r.move(), resp.mutable_move(), std::move(finish));
+          case CtrlRequest::kServers:
+            return stub->Servers(ctx, &r.servers(), resp.mutable_servers(), std::move(finish));
           case CtrlRequest::kQuery:
             return stub->Query(ctx, &r.query(), resp.mutable_query(), std::move(finish));
           case CtrlRequest::kLatest:
@@ -171,6 +188,12 @@ absl::StatusOr<uint64_t> CtrlClerk::Move(uint32_t shard, uint64_t gid) {
   OneOperationAtATime::Turn turn(turns_);
   return Await<absl::StatusOr<uint64_t>>(
       [&](auto cb) { client_->Move(shard, gid, std::move(cb)); });
+}
+
+absl::StatusOr<uint64_t> CtrlClerk::Servers(uint64_t gid, std::vector<std::string> servers) {
+  OneOperationAtATime::Turn turn(turns_);
+  return Await<absl::StatusOr<uint64_t>>(
+      [&](auto cb) { client_->Servers(gid, std::move(servers), std::move(cb)); });
 }
 
 absl::StatusOr<ctrl::pb::Config> CtrlClerk::Query(int64_t num) {

@@ -44,6 +44,10 @@ class CtrlClient {
   void Join(GroupServers groups, std::function<void(absl::StatusOr<uint64_t>)> done);
   void Leave(std::vector<uint64_t> gids, std::function<void(absl::StatusOr<uint64_t>)> done);
   void Move(uint32_t shard, uint64_t gid, std::function<void(absl::StatusOr<uint64_t>)> done);
+  // Replaces the servers of group `gid`; the number of the configuration
+  // that lists them (the latest, if they were the list already).
+  void Servers(uint64_t gid, std::vector<std::string> servers,
+               std::function<void(absl::StatusOr<uint64_t>)> done);
   // Configuration `num`; num < 0 or past the latest: the latest.
   void Query(int64_t num, std::function<void(absl::StatusOr<ctrl::pb::Config>)> done);
   // The latest configuration's number (the cheap poll).
@@ -80,6 +84,7 @@ class CtrlClerk {
   absl::StatusOr<uint64_t> Join(GroupServers groups);
   absl::StatusOr<uint64_t> Leave(std::vector<uint64_t> gids);
   absl::StatusOr<uint64_t> Move(uint32_t shard, uint64_t gid);
+  absl::StatusOr<uint64_t> Servers(uint64_t gid, std::vector<std::string> servers);
   absl::StatusOr<ctrl::pb::Config> Query(int64_t num = -1);
   absl::StatusOr<uint64_t> Latest();
 

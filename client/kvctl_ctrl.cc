@@ -64,7 +64,7 @@ std::string ConfigJson(const ctrl::pb::Config& config) {
 }
 
 ExitCode RunCtrl(CtrlClerk& clerk, const std::vector<std::string>& args, bool json) {
-  if (args.empty()) return Usage("ctrl takes join, leave, move or query");
+  if (args.empty()) return Usage("ctrl takes join, leave, move, servers or query");
   const std::string& cmd = args[0];
   if (cmd == "join") {
     if (args.size() < 2) return Usage("ctrl join takes GID=HOST:PORT,... [GID=...]");
@@ -95,6 +95,15 @@ ExitCode RunCtrl(CtrlClerk& clerk, const std::vector<std::string>& args, bool js
       return Usage("ctrl move takes SHARD GID");
     }
     return Made(clerk.Move(shard, gid), json);
+  }
+  if (cmd == "servers") {
+    uint64_t gid = 0;
+    if (args.size() != 3 || !absl::SimpleAtoi(args[1], &gid) || gid == 0) {
+      return Usage("ctrl servers takes GID HOST:PORT,HOST:PORT,...");
+    }
+    auto servers = ParseEndpoints(args[2]);
+    if (!servers.ok()) return Usage(absl::StrCat("group ", gid, ": ", servers.status().message()));
+    return Made(clerk.Servers(gid, *std::move(servers)), json);
   }
   if (cmd == "query") {
     int64_t num = -1;

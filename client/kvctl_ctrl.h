@@ -2,6 +2,7 @@
 //   ctrl join G=H:P,H:P [G2=H:P,...]   add replica groups (one configuration)
 //   ctrl leave G [G2 ...]              remove groups (one configuration)
 //   ctrl move SHARD G                  assign one shard to a group
+//   ctrl servers G H:P,H:P             replace a group's server list
 //   ctrl query [NUM]                   a configuration (default: the latest)
 // The names, the text layout and the JSON layout below are a contract other
 // tools depend on.

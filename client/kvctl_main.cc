@@ -15,6 +15,7 @@
 #include "client/cli_output.h"
 #include "client/ctrl_client.h"
 #include "client/kvctl_ctrl.h"
+#include "client/kvctl_member.h"
 #include "client/shardkv_client.h"
 #include "common/init.h"
 #include "common/tls.h"
@@ -22,11 +23,15 @@
 ABSL_FLAG(std::string, endpoints, "",
           "Comma-separated replica addresses HOST:PORT. Default: $KVCTL_ENDPOINTS.");
 ABSL_FLAG(std::string, controllers, "",
-          "Comma-separated shard controller addresses HOST:PORT, for the ctrl commands. "
-          "Default: $KVCTL_CONTROLLERS.");
+          "Comma-separated shard controller addresses HOST:PORT: for the ctrl commands and, "
+          "without --endpoints, for the KV commands (the sharded service) and the member "
+          "commands (the controller's own group). Default: $KVCTL_CONTROLLERS.");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(2),
           "Deadline of each command, retries on other replicas included.");
 ABSL_FLAG(std::string, write_out, "simple", "Output format: simple or json (also -w json).");
+ABSL_FLAG(bool, learner, false,
+          "member add: add the member as a learner (it receives the log but does not vote; "
+          "promote it once it has caught up).");
 
 namespace {
 
@@ -57,10 +62,28 @@ Shard controller (--controllers or $KVCTL_CONTROLLERS):
   ctrl join GID=HOST:PORT,HOST:PORT [GID=...]   add replica groups
   ctrl leave GID [GID ...]                       remove replica groups
   ctrl move SHARD GID                            assign one shard to a group
+  ctrl servers GID HOST:PORT,HOST:PORT          replace a group's server list (a
+                                                 shardkv group's leader does this
+                                                 itself after a membership change)
   ctrl query [NUM]   a configuration (default the latest): "num N", then one
                      line per group "gid G shards 0,1,... servers H:P,...";
                      -w json: {"num":N,"shards":[gid of shard 0,...],
                      "groups":{"G":["H:P",...]}}
+
+Membership of the replica group of --endpoints (or, with --controllers and
+no --endpoints, of the shard controller); see docs/operations.md:
+  member list        the leader's configuration, one line per member:
+                     "ID HOST:PORT voter|learner"
+  member add ID=HOST:PORT [--learner]
+                     add member ID; HOST:PORT is its Raft address (its entry
+                     in --peers); --learner: it does not vote until promoted
+  member promote ID  make a learner that has caught up a voter
+  member remove ID   remove member ID (the leader too); ids are never reused
+  A change prints "member ID added as learner|voter", "member ID promoted to
+  voter" or "member ID removed", then the new configuration. -w json: the
+  configuration, [{"id":N,"address":"H:P","role":"voter"|"learner"},...].
+  Changes go to the leader and are retried (leader unknown or moving, another
+  change in progress) until --timeout.
 
 Exit status: 0 on success, 1 when a command failed (timeout, unreachable,
 server error), 2 on invalid usage or input. Errors go to stderr.)";
@@ -131,6 +154,10 @@ class Kvctl {
   ExitCode Run(const std::vector<std::string>& args) {
     if (args.empty()) return Usage("no command");
     const std::string& cmd = args[0];
+    if (absl::GetFlag(FLAGS_learner) && cmd != "member") {
+      return Usage("--learner goes with member add only");
+    }
+    if (cmd == "member") return Member(std::vector<std::string>(args.begin() + 1, args.end()));
     if (cmd == "ctrl") {
       if (ExitCode c = EnsureCtrl(); c != kOk) return c;
       return RunCtrl(*ctrl_, std::vector<std::string>(args.begin() + 1, args.end()), json_);
@@ -249,6 +276,23 @@ class Kvctl {
       all.insert(all.end(), g.servers().begin(), g.servers().end());
     if (all.empty()) return absl::FailedPreconditionError("no group has joined yet");
     return all;
+  }
+
+  // member ...: at the group of --endpoints, or the controller's in sharded
+  // mode.
+  ExitCode Member(const std::vector<std::string>& args) {
+    auto command = ds::client::cli::ParseMemberCommand(args, absl::GetFlag(FLAGS_learner));
+    if (!command.ok()) return Usage(std::string(command.status().message()));
+    auto endpoints =
+        ShardedMode()
+            ? Endpoints(absl::GetFlag(FLAGS_controllers), "--controllers", "KVCTL_CONTROLLERS")
+            : Endpoints(absl::GetFlag(FLAGS_endpoints), "--endpoints", "KVCTL_ENDPOINTS");
+    if (!endpoints.ok()) {
+      return Usage(absl::StrCat(endpoints.status().message(),
+                                "; the shard controller's group takes --controllers instead"));
+    }
+    return RunMember(*command, *endpoints, ds::client::ToRetryOptions(options_),
+                     options_.credentials, json_);
   }
 
   ExitCode Locate(const std::string& key) {

@@ -520,3 +520,255 @@ absl::Status ReplicaHealth(const std::string& endpoint, absl::Duration timeout,
 }
 
 }  // namespace ds::client
+
+// ---- Membership ----
+
+namespace ds::client {
+namespace {
+
+// The Replica service of every replica of one group, for the membership calls:
+// leader probes, timer and tracked calls from GrpcReplicas.
+class ReplicaAdminTransport final : public ReplicaTransport {
+ public:
+  ReplicaAdminTransport(const std::vector<std::string>& endpoints,
+                        const std::shared_ptr<grpc::ChannelCredentials>& credentials)
+      : grpc_(endpoints, {}, credentials) {
+    for (size_t i = 0; i < grpc_.endpoints().size(); ++i) {
+      stubs_.push_back(rsm::pb::Replica::NewStub(grpc_.channel(i)));
+    }
+  }
+
+  const std::vector<std::string>& endpoints() const override { return grpc_.endpoints(); }
+  void Probe(size_t i, absl::Time deadline,
+             std::function<void(absl::StatusOr<rsm::pb::StatusResponse>)> done) override {
+    grpc_.Probe(i, deadline, std::move(done));
+  }
+  void RunAt(absl::Time when, std::function<void()> fn) override {
+    grpc_.RunAt(when, std::move(fn));
+  }
+  rsm::pb::Replica::Stub* stub(size_t i) { return stubs_[i].get(); }
+  GrpcReplicas& grpc() { return grpc_; }
+
+ private:
+  std::vector<std::unique_ptr<rsm::pb::Replica::Stub>> stubs_;
+  GrpcReplicas grpc_;  // destroyed first: cancels calls in flight, then the stubs go
+};
+
+template <typename Response>
+struct AdminOutcome {
+  absl::StatusOr<Response> response;
+  // Some attempt ended with its outcome open (timed out, leadership lost):
+  // it may have been applied.
+  bool maybe_applied = false;
+};
+
+// One Replica call at the leader, retried by the clerks' engine (no session:
+// membership changes are not deduplicated by the servers; see
+// ChangeMembership).
+template <typename Request, typename Response>
+class AdminCall final : public RetryingCall {
+ public:
+  using Invoke = void (*)(rsm::pb::Replica::Stub*, grpc::ClientContext*, const Request*, Response*,
+                          std::function<void(grpc::Status)>);
+  // What an OK answer means: OK, or an error to retry elsewhere (an answer
+  // that must come from the leader but did not). Null: OK.
+  using Check = Reply (*)(const Response&);
+
+  AdminCall(ReplicaAdminTransport* transport, const RetryOptions& options, const char* name,
+            Request request, Invoke invoke, Check check,
+            std::function<void(AdminOutcome<Response>)> done)
+      : RetryingCall(transport, std::make_shared<LeaderCache>(transport->endpoints()), options,
+                     name),
+        transport_(transport),
+        request_(std::move(request)),
+        invoke_(invoke),
+        check_(check),
+        done_(std::move(done)) {}
+
+ private:
+  void Send(size_t replica, absl::Time deadline) override {
+    response_.Clear();
+    auto self = std::static_pointer_cast<AdminCall>(shared_from_this());
+    transport_->grpc().Call(
+        deadline,
+        [self, replica](grpc::ClientContext* ctx, std::function<void(grpc::Status)> finish) {
+          self->invoke_(self->transport_->stub(replica), ctx, &self->request_, &self->response_,
+                        std::move(finish));
+        },
+        [self](rsm::pb::ReplyStatus status) {
+          Reply r = ToReply(status);
+          if (r.status.ok() && self->check_ != nullptr) r = self->check_(self->response_);
+          if (!r.status.ok() && !IsFinalError(r.status.code()) && !r.not_applied) {
+            self->maybe_applied_ = true;
+          }
+          self->OnReply(std::move(r));
+        });
+  }
+
+  void Done(Reply reply) override {
+    AdminOutcome<Response> out;
+    out.response = reply.status.ok() ? absl::StatusOr<Response>(std::move(response_))
+                                     : absl::StatusOr<Response>(std::move(reply.status));
+    out.maybe_applied = maybe_applied_;
+    done_(std::move(out));
+  }
+
+  ReplicaAdminTransport* const transport_;
+  const Request request_;
+  Response response_;
+  const Invoke invoke_;
+  const Check check_;
+  const std::function<void(AdminOutcome<Response>)> done_;
+  bool maybe_applied_ = false;  // touched by the attempt chain only
+};
+
+// Runs one AdminCall to its end.
+template <typename Request, typename Response>
+AdminOutcome<Response> RunAdminCall(const std::vector<std::string>& endpoints,
+                                    const RetryOptions& options,
+                                    const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+                                    const char* name, Request request,
+                                    typename AdminCall<Request, Response>::Invoke invoke,
+                                    typename AdminCall<Request, Response>::Check check = nullptr) {
+  ReplicaAdminTransport transport(endpoints, credentials);
+  return Await<AdminOutcome<Response>>([&](std::function<void(AdminOutcome<Response>)> done) {
+    std::make_shared<AdminCall<Request, Response>>(&transport, options, name, std::move(request),
+                                                   invoke, check, std::move(done))
+        ->Start();
+  });
+}
+
+void InvokeMemberList(rsm::pb::Replica::Stub* stub, grpc::ClientContext* ctx,
+                      const rsm::pb::MemberListRequest* req, rsm::pb::MemberListResponse* resp,
+                      std::function<void(grpc::Status)> done) {
+  stub->async()->MemberList(ctx, req, resp, std::move(done));
+}
+void InvokeMemberAdd(rsm::pb::Replica::Stub* stub, grpc::ClientContext* ctx,
+                     const rsm::pb::MemberAddRequest* req, rsm::pb::MemberChangeResponse* resp,
+                     std::function<void(grpc::Status)> done) {
+  stub->async()->MemberAdd(ctx, req, resp, std::move(done));
+}
+void InvokeMemberPromote(rsm::pb::Replica::Stub* stub, grpc::ClientContext* ctx,
+                         const rsm::pb::MemberPromoteRequest* req,
+                         rsm::pb::MemberChangeResponse* resp,
+                         std::function<void(grpc::Status)> done) {
+  stub->async()->MemberPromote(ctx, req, resp, std::move(done));
+}
+void InvokeMemberRemove(rsm::pb::Replica::Stub* stub, grpc::ClientContext* ctx,
+                        const rsm::pb::MemberRemoveRequest* req,
+                        rsm::pb::MemberChangeResponse* resp,
+                        std::function<void(grpc::Status)> done) {
+  stub->async()->MemberRemove(ctx, req, resp, std::move(done));
+}
+
+// Any replica answers MemberList from its own view; only the leader's is
+// sure to be the newest. Another replica's answer is a redirection to the
+// leader it names. (A replica that does not fill in its own id in the header
+// cannot be told from the leader: its answer is taken.)
+Reply FromLeaderOnly(const rsm::pb::MemberListResponse& r) {
+  Reply out;
+  const uint64_t self = r.header().member_id();
+  if (self == 0 || r.leader_id() == self) return out;
+  out.status = absl::UnavailableError(
+      r.leader_id() == 0 ? std::string("no leader known")
+                         : absl::StrCat("not the leader (", r.leader_id(), " is)"));
+  out.leader_id = r.leader_id();
+  out.not_applied = true;
+  return out;
+}
+
+// Whether `members` shows `change` made.
+bool ChangeMade(const MemberChange& change,
+                const google::protobuf::RepeatedPtrField<rsm::pb::Member>& members) {
+  const rsm::pb::Member* member = nullptr;
+  for (const rsm::pb::Member& m : members) {
+    if (m.id() == change.id) member = &m;
+  }
+  switch (change.kind) {
+    case MemberChange::Kind::kAdd:
+      return member != nullptr && member->address() == change.address &&
+             member->learner() == change.learner;
+    case MemberChange::Kind::kPromote:
+      return member != nullptr && !member->learner();
+    case MemberChange::Kind::kRemove:
+      return member == nullptr;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::StatusOr<rsm::pb::MemberListResponse> ReplicaMemberList(
+    const std::string& endpoint, absl::Duration timeout,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  auto stub = rsm::pb::Replica::NewStub(MakeChannel(endpoint, 0, credentials));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  rsm::pb::MemberListResponse resp;
+  grpc::Status st = stub->MemberList(&ctx, rsm::pb::MemberListRequest(), &resp);
+  if (!st.ok()) {
+    return common::FromGrpcStatus(
+        grpc::Status(st.error_code(), absl::StrCat(endpoint, ": ", st.error_message())));
+  }
+  return resp;
+}
+
+absl::StatusOr<rsm::pb::MemberListResponse> LeaderMemberList(
+    const std::vector<std::string>& endpoints, const RetryOptions& options,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  return RunAdminCall<rsm::pb::MemberListRequest, rsm::pb::MemberListResponse>(
+             endpoints, options, credentials, "member list", rsm::pb::MemberListRequest(),
+             InvokeMemberList, FromLeaderOnly)
+      .response;
+}
+
+absl::StatusOr<std::vector<rsm::pb::Member>> ChangeMembership(
+    const std::vector<std::string>& endpoints, const MemberChange& change,
+    const RetryOptions& options, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  const absl::Time deadline = absl::Now() + options.operation_timeout;
+  using Response = rsm::pb::MemberChangeResponse;
+  AdminOutcome<Response> out;
+  switch (change.kind) {
+    case MemberChange::Kind::kAdd: {
+      rsm::pb::MemberAddRequest req;
+      req.set_id(change.id);
+      req.set_address(change.address);
+      req.set_learner(change.learner);
+      out = RunAdminCall<rsm::pb::MemberAddRequest, Response>(
+          endpoints, options, credentials, "member add", std::move(req), InvokeMemberAdd);
+      break;
+    }
+    case MemberChange::Kind::kPromote: {
+      rsm::pb::MemberPromoteRequest req;
+      req.set_id(change.id);
+      out = RunAdminCall<rsm::pb::MemberPromoteRequest, Response>(
+          endpoints, options, credentials, "member promote", std::move(req), InvokeMemberPromote);
+      break;
+    }
+    case MemberChange::Kind::kRemove: {
+      rsm::pb::MemberRemoveRequest req;
+      req.set_id(change.id);
+      out = RunAdminCall<rsm::pb::MemberRemoveRequest, Response>(
+          endpoints, options, credentials, "member remove", std::move(req), InvokeMemberRemove);
+      break;
+    }
+  }
+  if (out.response.ok()) {
+    return std::vector<rsm::pb::Member>(out.response->members().begin(),
+                                        out.response->members().end());
+  }
+  const absl::StatusCode code = out.response.status().code();
+  if (!out.maybe_applied ||
+      (code != absl::StatusCode::kAlreadyExists && code != absl::StatusCode::kNotFound &&
+       code != absl::StatusCode::kFailedPrecondition)) {
+    return out.response.status();
+  }
+  // The refusal may be of our own earlier attempt's doing: ask the leader.
+  RetryOptions rest = options;
+  rest.operation_timeout = std::max(deadline - absl::Now(), options.attempt_timeout);
+  auto list = LeaderMemberList(endpoints, rest, credentials);
+  if (!list.ok() || !ChangeMade(change, list->members())) return out.response.status();
+  return std::vector<rsm::pb::Member>(list->members().begin(), list->members().end());
+}
+
+}  // namespace ds::client

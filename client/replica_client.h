@@ -458,4 +458,48 @@ class GrpcReplicas {
   common::Timer timer_;
 };
 
+// ---- Membership (Raft configuration changes; proto/rsm.proto) ----
+
+// One replica's own view of its group's configuration (Replica.MemberList,
+// answered locally: no retry, no leader redirection), bounded by `timeout`;
+// errors name the endpoint.
+absl::StatusOr<rsm::pb::MemberListResponse> ReplicaMemberList(
+    const std::string& endpoint, absl::Duration timeout,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials = nullptr);
+
+// The configuration as the leader of the group at `endpoints` sees it (the
+// newest one: a follower's may lag). The leader is found and followed as the
+// clerks do, and an answer from a replica that is not the leader is retried,
+// until options.operation_timeout.
+absl::StatusOr<rsm::pb::MemberListResponse> LeaderMemberList(
+    const std::vector<std::string>& endpoints, const RetryOptions& options,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials = nullptr);
+
+// One membership change, made at the leader.
+struct MemberChange {
+  enum class Kind { kAdd, kPromote, kRemove };
+  Kind kind = Kind::kAdd;
+  uint64_t id = 0;
+  std::string address;   // kAdd: the new member's Raft address, HOST:PORT
+  bool learner = false;  // kAdd: as a learner (non-voting) rather than a voter
+};
+
+// Makes `change` at the leader of the group at `endpoints` and returns the
+// configuration after it (members by id). Retried as the clerks retry (leader
+// search, hints, back-off) while the leader is unknown or moves, and while it
+// answers UNAVAILABLE because another change is in progress or it was just
+// elected, until options.operation_timeout. The servers' refusals end it:
+// INVALID_ARGUMENT, ALREADY_EXISTS, NOT_FOUND, FAILED_PRECONDITION (the last
+// voter; a removed id, since ids are never reused; a learner not caught up).
+//
+// A change is not idempotent: an attempt whose outcome is unknown (timed out,
+// leadership lost on the way) may have been applied, and then its retry is
+// refused (ALREADY_EXISTS for an add, NOT_FOUND for a remove, ...). So after
+// such an attempt a refusal is checked against the leader's member list: if
+// it shows the change made, the change succeeded.
+absl::StatusOr<std::vector<rsm::pb::Member>> ChangeMembership(
+    const std::vector<std::string>& endpoints, const MemberChange& change,
+    const RetryOptions& options,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials = nullptr);
+
 }  // namespace ds::client

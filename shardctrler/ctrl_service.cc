@@ -17,8 +17,8 @@ void Submit(const rsm::ReplicaContext& replica, const rsm::pb::SessionRef& sessi
             std::function<void(pb::CtrlResponse)> done) {
   if (session.client_id() == 0 || session.sequence() == 0 || session.created_unix_micros() <= 0) {
     replica.FillReply(
-        absl::InvalidArgumentError("join, leave and move need a session: nonzero client_id, "
-                                   "created_unix_micros and sequence"),
+        absl::InvalidArgumentError("join, leave, move and servers need a session: nonzero "
+                                   "client_id, created_unix_micros and sequence"),
         resp.mutable_status());
     return done(std::move(resp));
   }
@@ -50,6 +50,8 @@ std::string_view OpName(const pb::CtrlRequest& req) {
       return "query";
     case pb::CtrlRequest::kLatest:
       return "latest";
+    case pb::CtrlRequest::kServers:
+      return "servers";
     default:
       return "invalid";
   }
@@ -78,6 +80,12 @@ void HandleCtrlRequest(const rsm::ReplicaContext& replica, const CtrlServiceOpti
       cmd.mutable_move()->set_gid(req.move().gid());
       return Submit(replica, req.move().session(), std::move(cmd), deadline, std::move(resp),
                     &pb::CtrlResponse::mutable_move, std::move(done));
+    case pb::CtrlRequest::kServers:
+      cmd.mutable_servers()->set_gid(req.servers().gid());
+      *cmd.mutable_servers()->mutable_servers() =
+          std::move(*req.mutable_servers()->mutable_servers());
+      return Submit(replica, req.servers().session(), std::move(cmd), deadline, std::move(resp),
+                    &pb::CtrlResponse::mutable_servers, std::move(done));
     case pb::CtrlRequest::kQuery:
     case pb::CtrlRequest::kLatest: {
       const bool latest = req.op_case() == pb::CtrlRequest::kLatest;
@@ -141,6 +149,13 @@ grpc::ServerUnaryReactor* CtrlServiceImpl::Move(grpc::CallbackServerContext* ctx
                                                 pb::MoveResponse* resp) {
   return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::CtrlRequest::mutable_move,
                          &pb::CtrlResponse::mutable_move, handler_);
+}
+
+grpc::ServerUnaryReactor* CtrlServiceImpl::Servers(grpc::CallbackServerContext* ctx,
+                                                   const pb::ServersRequest* req,
+                                                   pb::ServersResponse* resp) {
+  return rsm::ServeUnary(*replica_, ctx, req, resp, &pb::CtrlRequest::mutable_servers,
+                         &pb::CtrlResponse::mutable_servers, handler_);
 }
 
 grpc::ServerUnaryReactor* CtrlServiceImpl::Query(grpc::CallbackServerContext* ctx,

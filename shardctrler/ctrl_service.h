@@ -1,8 +1,8 @@
 // ShardCtrler: the client-facing gRPC service of shardctrler-server. Only the
 // controller's request translation lives here; sessions, leader hints,
 // deadlines and the Replica service come from the replicated-service layer.
-// Join, Leave and Move go through the log (exactly-once with the caller's
-// session); Query and Latest are linearizable reads through ReadIndex.
+// Join, Leave, Move and Servers go through the log (exactly-once with the
+// caller's session); Query and Latest are linearizable reads through ReadIndex.
 #pragma once
 
 #include <functional>
@@ -39,6 +39,8 @@ class CtrlServiceImpl final : public pb::ShardCtrler::CallbackService {
                                   pb::LeaveResponse* resp) override;
   grpc::ServerUnaryReactor* Move(grpc::CallbackServerContext* ctx, const pb::MoveRequest* req,
                                  pb::MoveResponse* resp) override;
+  grpc::ServerUnaryReactor* Servers(grpc::CallbackServerContext* ctx, const pb::ServersRequest* req,
+                                    pb::ServersResponse* resp) override;
   grpc::ServerUnaryReactor* Query(grpc::CallbackServerContext* ctx, const pb::QueryRequest* req,
                                   pb::QueryResponse* resp) override;
   grpc::ServerUnaryReactor* Latest(grpc::CallbackServerContext* ctx, const pb::LatestRequest* req,

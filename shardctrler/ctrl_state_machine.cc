@@ -124,6 +124,8 @@ absl::StatusOr<pb::CtrlResult> CtrlStateMachine::Execute(const pb::CtrlCommand& 
       return Leave(cmd.leave());
     case pb::CtrlCommand::kMove:
       return Move(cmd.move());
+    case pb::CtrlCommand::kServers:
+      return Servers(cmd.servers());
     default:
       return absl::InvalidArgumentError(absl::StrCat("unknown operation ", cmd.op_case()));
   }
@@ -223,6 +225,42 @@ absl::StatusOr<pb::CtrlResult> CtrlStateMachine::Move(const pb::MoveCommand& mov
   // a Move increases the number), and no rebalancing: Move overrides balance.
   pb::Config next = current;
   next.set_shards(static_cast<int>(move.shard()), move.gid());
+  return Commit(std::move(next));
+}
+
+absl::StatusOr<pb::CtrlResult> CtrlStateMachine::Servers(const pb::ServersCommand& servers) {
+  const pb::Config& current = latest();
+  if (servers.gid() == 0) {
+    return absl::InvalidArgumentError("servers: gid 0 is reserved (unassigned)");
+  }
+  if (!HasGroup(current, servers.gid())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("servers: group ", servers.gid(), " is not in configuration ", current.num()));
+  }
+  if (servers.servers().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("servers: no servers for group ", servers.gid()));
+  }
+  for (const std::string& server : servers.servers()) {
+    if (server.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("servers: group ", servers.gid(), " has an empty server address"));
+    }
+  }
+  pb::Config next = current;
+  for (pb::Group& g : *next.mutable_groups()) {
+    if (g.gid() != servers.gid()) continue;
+    if (std::equal(g.servers().begin(), g.servers().end(), servers.servers().begin(),
+                   servers.servers().end())) {
+      // Already the list: no new configuration (the group's leader may send
+      // it again after a leader change, or before it sees the configuration
+      // its previous call made).
+      pb::CtrlResult result;
+      result.set_num(current.num());
+      return result;
+    }
+    *g.mutable_servers() = servers.servers();
+  }
   return Commit(std::move(next));
 }
 

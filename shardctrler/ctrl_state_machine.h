@@ -6,7 +6,11 @@
 // Join, Leave and Move each make configuration latest + 1 from the latest one;
 // every configuration is kept and never changes. Join and Leave rebalance
 // (shardctrler/rebalance.h); Move assigns one shard and leaves the rest alone,
-// so its result is unbalanced until the next Join or Leave.
+// so its result is unbalanced until the next Join or Leave. Servers replaces
+// one group's server list (its Raft membership changed) and keeps every
+// shard where it is; a list equal to the current one makes nothing, so that a
+// group leader's retry, or two leaders of one group sending the same list,
+// add no configuration.
 //
 // The shard count. Configuration 0 exists from the start (no groups, every
 // shard on gid 0) with CtrlStateMachineOptions::shard_count shards. Every
@@ -64,7 +68,7 @@ class CtrlStateMachine final : public rsm::Application {
   // `command` is a serialized pb::CtrlCommand; the result a serialized
   // pb::CtrlResult. Errors change nothing: kInvalidArgument for bytes that are
   // not a CtrlCommand, no operation, or bad input (see pb::JoinCommand,
-  // LeaveCommand, MoveCommand); kFailedPrecondition for a shard count other
+  // LeaveCommand, MoveCommand, ServersCommand); kFailedPrecondition for a shard count other
   // than the fixed one.
   absl::StatusOr<std::string> Apply(std::string_view command,
                                     const rsm::ApplyContext& context) override;
@@ -101,6 +105,7 @@ class CtrlStateMachine final : public rsm::Application {
   absl::StatusOr<pb::CtrlResult> Join(const pb::JoinCommand& join, int shard_count);
   absl::StatusOr<pb::CtrlResult> Leave(const pb::LeaveCommand& leave);
   absl::StatusOr<pb::CtrlResult> Move(const pb::MoveCommand& move);
+  absl::StatusOr<pb::CtrlResult> Servers(const pb::ServersCommand& servers);
   // A command's shard count: in range, and the fixed one once fixed.
   absl::Status CheckCommandShardCount(uint32_t shard_count) const;
   // Before configuration 1: makes `shard_count` the count (re-making

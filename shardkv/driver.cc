@@ -1,8 +1,10 @@
 #include "shardkv/driver.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/replica_client.h"
 #include "shardkv/shardkv_service.h"
@@ -69,6 +71,9 @@ bool ShardKvDriver::Step() {
     if (v.states[s] == pb::SHARD_PULLING) proposed |= PullShard(v, s);
   }
   if (v.settled() && !stop_.HasBeenNotified()) proposed |= Reconfigure(v);
+  // Independent of the shards' progress (it moves no shard): a group in the
+  // middle of a long migration still gets its new members listed.
+  if (!stop_.HasBeenNotified()) UpdateServers(v);
   return proposed;
 }
 
@@ -150,6 +155,65 @@ bool ShardKvDriver::Reconfigure(const ShardKvStateMachine::View& v) {
   if (!Propose(cmd).ok()) return false;
   log_->info("configuration {} applied", v.current.num() + 1);
   return true;
+}
+
+std::optional<std::vector<std::string>> ShardKvDriver::MemberServers() const {
+  const raft::NodeStatus st = rsm_->status();
+  // Only a committed configuration: an uncommitted change may still be
+  // overwritten by another leader's log (raft/core: a replica falls back to
+  // the previous configuration), and listing it could advertise a replica
+  // that never becomes a member.
+  if (st.conf == nullptr || !st.conf_committed || st.conf->voters().empty()) return std::nullopt;
+  std::vector<std::string> servers;
+  servers.reserve(st.conf->voters_size());
+  // Voters only: a learner is catching up (and may not be running yet, as
+  // it is added before it is started), and neither serves as leader nor is
+  // needed by a client; it is listed once promoted.
+  for (uint64_t id : st.conf->voters()) {  // sorted
+    std::string address = options_.member_address(id);
+    if (address.empty()) return std::nullopt;
+    servers.push_back(std::move(address));
+  }
+  return servers;
+}
+
+void ShardKvDriver::UpdateServers(const ShardKvStateMachine::View& v) {
+  if (!options_.member_address) return;
+  // Against the configuration this group has applied: a group that has not
+  // joined yet, or has left, is not in it and sends nothing.
+  auto listed = std::find_if(v.current.groups().begin(), v.current.groups().end(),
+                             [&](const ctrl::pb::Group& g) { return g.gid() == v.gid; });
+  if (listed == v.current.groups().end()) return;
+  std::optional<std::vector<std::string>> members = MemberServers();
+  if (!members.has_value()) return;
+  // The same addresses in another order (the order the group was joined
+  // with) are left alone: only a change of members makes a configuration.
+  std::vector<std::string> listed_sorted(listed->servers().begin(), listed->servers().end());
+  std::vector<std::string> members_sorted = *members;
+  std::sort(listed_sorted.begin(), listed_sorted.end());
+  std::sort(members_sorted.begin(), members_sorted.end());
+  if (listed_sorted == members_sorted) return;
+  // The group lags the configuration its own call made (or, after a failure,
+  // the retry interval has not passed): the controller has this list
+  // already, or refused it.
+  const SentServers& sent = sent_servers_;
+  if (sent.servers == *members &&
+      (sent.ok ? v.current.num() < sent.num : absl::Now() < sent.retry_at)) {
+    return;
+  }
+  // Not under any lock: a blocking call to the controller.
+  absl::StatusOr<uint64_t> num = controller_->Servers(v.gid, *members);
+  sent_servers_.servers = *members;
+  sent_servers_.ok = num.ok();
+  if (num.ok()) {
+    sent_servers_.num = *num;
+    log_->info("group {}: the controller lists servers {} from configuration {}", v.gid,
+               absl::StrJoin(*members, ","), *num);
+  } else {
+    sent_servers_.retry_at = absl::Now() + options_.servers_retry_interval;
+    log_->warn("group {}: the controller refused servers {}: {}", v.gid,
+               absl::StrJoin(*members, ","), num.status().ToString());
+  }
 }
 
 }  // namespace ds::shardkv

@@ -2,6 +2,9 @@
 // service. One gRPC port serves the Raft peers, clients (KvService), the
 // other groups (ShardMigration) and the Replica service (Status, Register).
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -47,6 +50,9 @@ class Controller final : public ds::shardkv::ConfigSource {
   absl::StatusOr<ds::ctrl::pb::Config> Query(uint64_t num) override {
     return clerk_->Query(static_cast<int64_t>(num));
   }
+  absl::StatusOr<uint64_t> Servers(uint64_t gid, std::vector<std::string> servers) override {
+    return clerk_->Servers(gid, std::move(servers));
+  }
 
  private:
   std::unique_ptr<ds::client::CtrlClerk> clerk_;
@@ -87,6 +93,7 @@ int main(int argc, char** argv) {
     }
   };
   const absl::Duration request_timeout = options->service.request_timeout;
+  const bool separate_peer_port = !options->listen_peer.empty();
   auto server = ds::rsm::ReplicaServer::Start(*std::move(options), &sm);
   if (!server.ok()) return ds::rsm::FailStart(kProgram, server.status());
 
@@ -113,8 +120,20 @@ int main(int argc, char** argv) {
   if (!ctrl.ok()) return ds::rsm::FailStart(kProgram, ctrl.status());
   Controller controller(std::move(*ctrl));
   ds::shardkv::GrpcPeerGroups groups(retry, (*server)->credentials_to_client_ports());
+  // What the controller should list for a member of this group: its client
+  // address from --client-endpoints / --peers, else (a member added since
+  // this replica started) its address in the Raft configuration, which is
+  // its client address too unless Raft has a port of its own: then unknown,
+  // and the driver leaves the controller's list alone.
+  const ds::rsm::ReplicaContext& context = (*server)->context();
+  auto member_address = [&context, separate_peer_port](uint64_t id) -> std::string {
+    const auto& known = context.options().addresses;
+    if (auto it = known.find(id); it != known.end()) return it->second;
+    return separate_peer_port ? "" : context.Address(id);
+  };
   ds::shardkv::ShardKvDriver driver({.poll_interval = absl::GetFlag(FLAGS_poll_interval),
-                                     .chunk_bytes = absl::GetFlag(FLAGS_migration_chunk_bytes)},
+                                     .chunk_bytes = absl::GetFlag(FLAGS_migration_chunk_bytes),
+                                     .member_address = member_address},
                                     &(*server)->rsm(), &sm, &controller, &groups,
                                     (*server)->logger());
   driver.Start();

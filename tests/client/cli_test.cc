@@ -3,14 +3,21 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/subprocess.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/rsm.grpc.pb.h"
 #include "tests/client/fake_kv_service.h"
 #include "tests/client/unreachable_endpoint.h"
+#include "tests/common/kvctl_runner.h"
 
 namespace ds::client {
 namespace {
@@ -182,6 +189,238 @@ TEST_F(CliTest, ErrorsHaveClearMessagesAndExitCodes) {
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.output.find("endpoint status"), std::string::npos);
   EXPECT_NE(help.output.find("--endpoints"), std::string::npos);
+}
+
+// kvctl member: bad arguments are usage errors (exit 2, the reason on
+// stderr) found before anything is sent; an unreachable group is a failure
+// (exit 1) within --timeout. What the commands print against real servers is
+// tested in tests/kvraft/membership_process_test.cc.
+TEST_F(CliTest, MemberUsageErrors) {
+  const std::string ep = DeadEndpointsFlag();
+  struct Case {
+    std::vector<std::string> args;
+    std::string why;
+  };
+  const std::vector<Case> cases = {
+      {{"member"}, "member takes list, add, promote or remove"},
+      {{"member", "frob"}, "unknown command 'member frob'"},
+      {{"member", "list", "extra"}, "member list takes no arguments"},
+      {{"member", "add"}, "member add takes ID=HOST:PORT [--learner]"},
+      {{"member", "add", "4=127.0.0.1:7001", "5=127.0.0.1:7002"}, "member add takes"},
+      {{"member", "add", "4"}, "bad member '4': want ID=HOST:PORT"},
+      {{"member", "add", "0=127.0.0.1:7001"}, "bad member id '0'"},
+      {{"member", "add", "x=127.0.0.1:7001"}, "bad member id 'x'"},
+      {{"member", "add", "4=nohost"}, "bad member address 'nohost'"},
+      {{"member", "add", "4=127.0.0.1:0"}, "bad member address"},
+      {{"member", "add", "4=127.0.0.1:7001,127.0.0.1:7002"}, "want one HOST:PORT"},
+      {{"member", "promote"}, "member promote takes ID"},
+      {{"member", "promote", "four"}, "bad member id 'four'"},
+      {{"member", "remove", "0"}, "bad member id '0'"},
+      {{"member", "remove", "1", "2"}, "member remove takes ID"},
+      {{"member", "promote", "4", "--learner"}, "--learner goes with member add only"},
+      {{"--learner", "get", "k"}, "--learner goes with member add only"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {ep, "--timeout=300ms"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    Result r = Kvctl(args);
+    EXPECT_EQ(r.exit_code, 2) << absl::StrJoin(c.args, " ") << ": " << r.output;
+    EXPECT_NE(r.output.find(c.why), std::string::npos)
+        << absl::StrJoin(c.args, " ") << ": " << r.output;
+  }
+  Result no_endpoints = Kvctl({"member", "list"});
+  EXPECT_EQ(no_endpoints.exit_code, 2);
+  EXPECT_NE(no_endpoints.output.find("--endpoints"), std::string::npos) << no_endpoints.output;
+
+  // Well-formed, but nobody answers: exit 1 once --timeout has passed.
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"member", "list"},
+        std::vector<std::string>{"member", "add", "4=127.0.0.1:7001", "--learner"},
+        std::vector<std::string>{"member", "remove", "4"}}) {
+    args.insert(args.begin(), {ep, "--timeout=500ms"});
+    Result r = Kvctl(args);
+    EXPECT_EQ(r.exit_code, 1) << absl::StrJoin(args, " ") << ": " << r.output;
+    EXPECT_NE(r.output.find("kvctl: member "), std::string::npos) << r.output;
+    EXPECT_LT(r.took, absl::Seconds(10)) << absl::StrJoin(args, " ");
+  }
+
+  Result help = Kvctl({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* line : {"member list", "member add ID=HOST:PORT [--learner]",
+                           "member promote ID", "member remove ID", "--learner"}) {
+    EXPECT_NE(help.output.find(line), std::string::npos) << line << " not in --help";
+  }
+}
+
+// A replica group of one that serves the Replica service's membership calls
+// from a member table, without Raft: what kvctl prints, and how it copes with
+// a change that was applied although its answer was lost.
+class FakeMembership final : public rsm::pb::Replica::Service {
+ public:
+  FakeMembership() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+    // Deliberately not by id: kvctl prints members sorted.
+    AddMember(2, "127.0.0.1:7002", false);
+    AddMember(1, "127.0.0.1:7001", false);
+  }
+  ~FakeMembership() override { server_->Shutdown(); }
+
+  std::string endpoint() const { return absl::StrCat("127.0.0.1:", port_); }
+  // The next change is made but answered UNAVAILABLE without ds-not-applied,
+  // as by a leader that lost leadership after proposing it.
+  void LoseNextReply() {
+    absl::MutexLock lock(&mu_);
+    lose_next_ = true;
+  }
+  void AddMember(uint64_t id, const std::string& address, bool learner) {
+    absl::MutexLock lock(&mu_);
+    rsm::pb::Member& m = members_[id];
+    m.set_id(id);
+    m.set_address(address);
+    m.set_learner(learner);
+  }
+
+  grpc::Status Status(grpc::ServerContext*, const rsm::pb::StatusRequest*,
+                      rsm::pb::StatusResponse* resp) override {
+    resp->set_id(1);
+    resp->set_role(rsm::pb::ROLE_LEADER);
+    resp->set_term(1);
+    resp->set_leader_id(1);
+    return grpc::Status::OK;
+  }
+  grpc::Status MemberList(grpc::ServerContext*, const rsm::pb::MemberListRequest*,
+                          rsm::pb::MemberListResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    resp->mutable_header()->set_member_id(1);
+    resp->set_leader_id(1);
+    resp->set_conf_committed(true);
+    for (auto it = members_.rbegin(); it != members_.rend(); ++it) {
+      *resp->add_members() = it->second;
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status MemberAdd(grpc::ServerContext*, const rsm::pb::MemberAddRequest* req,
+                         rsm::pb::MemberChangeResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    if (req->address() == "refused.example:1") {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "address is not HOST:PORT");
+    }
+    if (members_.contains(req->id())) {
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                          absl::StrCat("member ", req->id(), " already exists"));
+    }
+    rsm::pb::Member& m = members_[req->id()];
+    m.set_id(req->id());
+    m.set_address(req->address());
+    m.set_learner(req->learner());
+    return Answer(resp);
+  }
+  grpc::Status MemberPromote(grpc::ServerContext*, const rsm::pb::MemberPromoteRequest* req,
+                             rsm::pb::MemberChangeResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    auto it = members_.find(req->id());
+    if (it == members_.end() || !it->second.learner()) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("learner ", req->id(), " is not caught up yet"));
+    }
+    it->second.set_learner(false);
+    return Answer(resp);
+  }
+  grpc::Status MemberRemove(grpc::ServerContext*, const rsm::pb::MemberRemoveRequest* req,
+                            rsm::pb::MemberChangeResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    if (members_.erase(req->id()) == 0) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("member ", req->id(), " is not in the configuration"));
+    }
+    return Answer(resp);
+  }
+
+ private:
+  grpc::Status Answer(rsm::pb::MemberChangeResponse* resp) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (lose_next_) {
+      lose_next_ = false;
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "leadership lost");
+    }
+    resp->mutable_header()->set_member_id(1);
+    for (const auto& [id, m] : members_) *resp->add_members() = m;
+    return grpc::Status::OK;
+  }
+
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  absl::Mutex mu_;
+  std::map<uint64_t, rsm::pb::Member> members_ ABSL_GUARDED_BY(mu_);
+  bool lose_next_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+TEST(KvctlMember, PrintsTheConfigurationAsTextAndJson) {
+  FakeMembership fake;
+  fake.AddMember(3, "127.0.0.1:7003", true);
+  ds::testing::KvctlRunner kvctl;
+  const std::string ep = "--endpoints=" + fake.endpoint();
+  EXPECT_TRUE(ds::testing::Printed(
+      kvctl.Run({ep, "member", "list"}),
+      "1 127.0.0.1:7001 voter\n2 127.0.0.1:7002 voter\n3 127.0.0.1:7003 learner\n"));
+  EXPECT_TRUE(
+      ds::testing::Printed(kvctl.Run({ep, "-w", "json", "member", "list"}),
+                           "[{\"id\":1,\"address\":\"127.0.0.1:7001\",\"role\":\"voter\"},"
+                           "{\"id\":2,\"address\":\"127.0.0.1:7002\",\"role\":\"voter\"},"
+                           "{\"id\":3,\"address\":\"127.0.0.1:7003\",\"role\":\"learner\"}]\n"));
+  EXPECT_TRUE(ds::testing::Printed(
+      kvctl.Run({ep, "member", "promote", "3"}),
+      "member 3 promoted to voter\n1 127.0.0.1:7001 voter\n2 127.0.0.1:7002 voter\n"
+      "3 127.0.0.1:7003 voter\n"));
+  EXPECT_TRUE(
+      ds::testing::Printed(kvctl.Run({ep, "-w", "json", "member", "remove", "2"}),
+                           "[{\"id\":1,\"address\":\"127.0.0.1:7001\",\"role\":\"voter\"},"
+                           "{\"id\":3,\"address\":\"127.0.0.1:7003\",\"role\":\"voter\"}]\n"));
+  // Stdin mode: flags of a line are the line's.
+  EXPECT_TRUE(ds::testing::Printed(
+      kvctl.Run({ep}, {}, "member add 4=127.0.0.1:7004 --learner\n"),
+      "member 4 added as learner\n1 127.0.0.1:7001 voter\n3 127.0.0.1:7003 voter\n"
+      "4 127.0.0.1:7004 learner\n"));
+}
+
+// The servers' refusals: exit 1 with their reason (2 for bad input).
+TEST(KvctlMember, RefusalsEndTheCommand) {
+  FakeMembership fake;
+  ds::testing::KvctlRunner kvctl;
+  const std::string ep = "--endpoints=" + fake.endpoint();
+  EXPECT_TRUE(ds::testing::Failed(kvctl.Run({ep, "member", "add", "2=127.0.0.1:7002"}), 1,
+                                  "member 2 already exists"));
+  EXPECT_TRUE(ds::testing::Failed(kvctl.Run({ep, "member", "remove", "9"}), 1,
+                                  "member 9 is not in the configuration"));
+  EXPECT_TRUE(
+      ds::testing::Failed(kvctl.Run({ep, "member", "promote", "2"}), 1, "is not caught up yet"));
+  EXPECT_TRUE(ds::testing::Failed(kvctl.Run({ep, "member", "add", "5=refused.example:1"}), 2,
+                                  "address is not HOST:PORT"));
+}
+
+// A change whose answer was lost may have been made: its retry is refused
+// (ALREADY_EXISTS, NOT_FOUND), and kvctl then finds the change made in the
+// leader's member list and reports success.
+TEST(KvctlMember, AChangeWhoseAnswerWasLostIsNotReportedAsFailed) {
+  FakeMembership fake;
+  ds::testing::KvctlRunner kvctl;
+  const std::string ep = "--endpoints=" + fake.endpoint();
+  fake.LoseNextReply();
+  EXPECT_TRUE(ds::testing::Printed(
+      kvctl.Run({ep, "--timeout=10s", "member", "add", "4=127.0.0.1:7004", "--learner"}),
+      "member 4 added as learner\n1 127.0.0.1:7001 voter\n2 127.0.0.1:7002 voter\n"
+      "4 127.0.0.1:7004 learner\n"));
+  fake.LoseNextReply();
+  EXPECT_TRUE(
+      ds::testing::Printed(kvctl.Run({ep, "--timeout=10s", "member", "remove", "2"}),
+                           "member 2 removed\n1 127.0.0.1:7001 voter\n4 127.0.0.1:7004 learner\n"));
+  // Without a lost answer, a refusal stands even if the list shows the state
+  // asked for: the member was there before.
+  EXPECT_TRUE(ds::testing::Failed(
+      kvctl.Run({ep, "--timeout=10s", "member", "add", "4=127.0.0.1:7004", "--learner"}), 1,
+      "member 4 already exists"));
 }
 
 TEST_F(CliTest, PutIsOneLogEntry) {

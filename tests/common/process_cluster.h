@@ -2,7 +2,9 @@
 // shardkv-server: anything built on raft/service/replica_server.h) on loopback
 // for multi-process tests: reserved ports, one data directory per replica
 // under a temporary directory (removed at the end), kill -9 / SIGSTOP /
-// SIGCONT / restart, and the leader as the replicas report it.
+// SIGCONT / restart, and the leader as the replicas report it. For
+// membership tests, replicas beyond the first `n` can be added (a reserved
+// port, started later with flags of their own) and a data directory wiped.
 // ShardedProcessCluster: a shard controller and shardkv groups side by side.
 #pragma once
 
@@ -73,25 +75,57 @@ class ProcessCluster {
 
   // (Re)starts replica i with the group's flags plus `more_flags`.
   void Start(int i, std::vector<std::string> more_flags = {}) {
-    std::vector<std::string> argv = {common::BinaryPath(binary_), absl::StrCat("--id=", i + 1),
-                                     "--peers=" + peers_flag_, "--data-dir=" + data_dir(i)};
+    StartAs(i, i + 1, peers_flag_, std::move(more_flags));
+  }
+  // (Re)starts replica i (its port, data directory and log) as replica `id`
+  // with --peers=`peers` and the group's flags plus `more_flags`: a new
+  // member joining with --initial-cluster-state=existing, or a replica
+  // started under the wrong id.
+  void StartAs(int i, uint64_t id, const std::string& peers,
+               std::vector<std::string> more_flags = {}) {
+    std::vector<std::string> argv = {common::BinaryPath(binary_), absl::StrCat("--id=", id),
+                                     "--peers=" + peers, "--data-dir=" + data_dir(i)};
     argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
     argv.insert(argv.end(), more_flags.begin(), more_flags.end());
+    procs_[i].reset();  // kill -9 and reap one still running
     auto p = common::Subprocess::Start({.argv = argv, .log_path = log_path(i)});
     if (!p.ok()) std::abort();
     procs_[i] = std::move(*p);
   }
+  // Adds replica size() (id size() + 1) on a newly reserved port, without
+  // starting it, and returns its index: a member-to-be. Its address is in
+  // endpoints() from now on, so clients made afterwards know it.
+  int Add() {
+    auto port = common::ReserveFreePort();
+    if (!port.ok()) std::abort();
+    endpoints_.push_back(port->address());
+    ports_.push_back(std::move(*port));
+    procs_.emplace_back();
+    return size() - 1;
+  }
+  // "ID=HOST:PORT" of replica i: its entry in --peers (its Raft address,
+  // which is also its client address here).
+  std::string peer(int i) const { return absl::StrCat(i + 1, "=", endpoints_[i]); }
+  // Deletes replica i's data directory, as when its disk is lost. The replica
+  // must not be running.
+  void WipeDataDir(int i) {
+    std::error_code ec;
+    std::filesystem::remove_all(data_dir(i), ec);
+  }
   bool running(int i) { return procs_[i] != nullptr && procs_[i]->running(); }
   absl::Status WaitHealthy(int i, absl::Duration timeout = absl::Seconds(30)) {
+    if (procs_[i] == nullptr) return absl::FailedPreconditionError("never started");
     return procs_[i]->WaitHealthy(endpoints_[i], timeout);
   }
+  // Every replica started so far (added ones not yet started are skipped).
   absl::Status WaitAllHealthy() {
     for (int i = 0; i < size(); ++i) {
+      if (procs_[i] == nullptr) continue;
       if (absl::Status st = WaitHealthy(i); !st.ok()) return st;
     }
     return absl::OkStatus();
   }
-  int Kill(int i) { return procs_[i]->Kill(); }
+  int Kill(int i) { return procs_[i] == nullptr ? -1 : procs_[i]->Kill(); }
   void Restart(int i) {
     procs_[i]->Kill();
     Start(i);

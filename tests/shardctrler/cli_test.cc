@@ -179,7 +179,10 @@ TEST_F(KvctlCtrl, BadUsageAndRefusedRequestsExitTwo) {
   EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl", "query", "--", "-1"}), 2, "ctrl query takes"));
   EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl", "query", "1", "2"}), 2, "ctrl query takes"));
   EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl", "frob"}), 2, "unknown command 'ctrl frob'"));
-  EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl"}), 2, "ctrl takes join, leave, move or query"));
+  EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl", "servers", "1"}), 2, "ctrl servers takes"));
+  EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl", "servers", "0", "h:1"}), 2, "ctrl servers takes"));
+  EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl", "servers", "1", "nohost"}), 2, "bad endpoint"));
+  EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl"}), 2, "ctrl takes join, leave, move, servers or query"));
 
   // Refused by the controller (INVALID_ARGUMENT), nothing changed.
   EXPECT_TRUE(
@@ -188,9 +191,21 @@ TEST_F(KvctlCtrl, BadUsageAndRefusedRequestsExitTwo) {
   EXPECT_TRUE(
       Failed(Ctrl(cluster, {"ctrl", "move", "0", "9"}), 2, "group 9 is not in configuration 1"));
   EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl", "move", "10", "1"}), 2, "out of range"));
+  EXPECT_TRUE(Failed(Ctrl(cluster, {"ctrl", "servers", "9", "h:9"}), 2,
+                     "group 9 is not in configuration 1"));
   EXPECT_TRUE(
       Printed(Ctrl(cluster, {"ctrl", "query"}),
               "num 1\ngid 1 shards 0,1,2,3,4 servers h:1\ngid 2 shards 5,6,7,8,9 servers h:2\n"));
+
+  // ctrl servers: a new configuration with the same shards; the same list
+  // again changes nothing.
+  EXPECT_TRUE(
+      Printed(Ctrl(cluster, {"ctrl", "servers", "1", "h:3,h:1"}), "OK (configuration 2)\n"));
+  EXPECT_TRUE(Printed(Ctrl(cluster, {"-w", "json", "ctrl", "servers", "1", "h:3,h:1"}),
+                      "{\"ok\":true,\"num\":2}\n"));
+  EXPECT_TRUE(Printed(
+      Ctrl(cluster, {"ctrl", "query"}),
+      "num 2\ngid 1 shards 0,1,2,3,4 servers h:3,h:1\ngid 2 shards 5,6,7,8,9 servers h:2\n"));
 }
 
 TEST_F(KvctlCtrl, NoControllerAnsweringExitsOneAfterTheTimeout) {

@@ -56,6 +56,14 @@ pb::CtrlCommand MoveCmd(uint32_t shard, uint64_t gid, int shard_count = kDefault
   return cmd;
 }
 
+pb::CtrlCommand ServersCmd(uint64_t gid, Servers servers, int shard_count = kDefaultShardCount) {
+  pb::CtrlCommand cmd;
+  cmd.set_shard_count(shard_count);
+  cmd.mutable_servers()->set_gid(gid);
+  for (std::string& s : servers) cmd.mutable_servers()->add_servers(std::move(s));
+  return cmd;
+}
+
 // A controller driven as the lab's clerk drives it: each call must succeed.
 class Ctrl {
  public:
@@ -494,6 +502,97 @@ TEST(CtrlStateMachine, InvalidInputIsRefusedAndChangesNothing) {
   EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(garbage.status().message().find("entry 9"), std::string::npos) << garbage.status();
   EXPECT_EQ(c.Snapshot(), before);
+}
+
+// ---- Servers: a group's membership changed ----
+
+TEST(CtrlStateMachine, ServersMakesANewConfigurationWithOnlyThatGroupsListChanged) {
+  Ctrl c;
+  c.Join({Group(1, {"a1", "a2", "a3"}), Group(2, {"b1"})});
+  c.Move(0, 2);  // unbalanced on purpose: Servers must not rebalance
+  const pb::Config before = c.Query();
+  ASSERT_EQ(before.num(), 2u);
+
+  EXPECT_EQ(c.Do(ServersCmd(1, {"a1", "a3", "a4"})), 3u);
+  const pb::Config after = c.Query();
+  EXPECT_EQ(after.num(), 3u);
+  EXPECT_EQ(ServersOf(after, 1), Servers({"a1", "a3", "a4"}));
+  EXPECT_EQ(ServersOf(after, 2), Servers({"b1"}));
+  EXPECT_EQ(std::vector<uint64_t>(after.shards().begin(), after.shards().end()),
+            std::vector<uint64_t>(before.shards().begin(), before.shards().end()))
+      << "Servers moved a shard";
+  // The old configuration is unchanged.
+  EXPECT_EQ(c.Query(2).SerializeAsString(), before.SerializeAsString());
+  // The list is kept in the order given (the order clients try them).
+  EXPECT_EQ(c.Do(ServersCmd(2, {"b3", "b2"})), 4u);
+  EXPECT_EQ(ServersOf(c.Query(), 2), Servers({"b3", "b2"}));
+}
+
+TEST(CtrlStateMachine, ServersWithTheCurrentListChangesNothingAndReturnsTheLatestNumber) {
+  Ctrl c;
+  c.Join({Group(1, {"a1", "a2"})});
+  c.Join({Group(2, {"b1"})});
+  EXPECT_EQ(c.Do(ServersCmd(1, {"a1", "a3"})), 3u);
+  const std::string before = c.Snapshot();
+  // Sent again (a new leader of the group, or a retry with a new sequence).
+  EXPECT_EQ(c.Do(ServersCmd(1, {"a1", "a3"})), 3u);
+  EXPECT_EQ(c.Do(ServersCmd(2, {"b1"})), 3u);
+  EXPECT_EQ(c.Snapshot(), before);
+  EXPECT_EQ(c.sm().latest_num(), 3u);
+  // Another order is another list.
+  EXPECT_EQ(c.Do(ServersCmd(1, {"a3", "a1"})), 4u);
+}
+
+TEST(CtrlStateMachine, ServersInvalidInputIsRefusedAndChangesNothing) {
+  Ctrl c;
+  c.Join({Group(1, {"x"}), Group(2, {"y"})});
+  c.Leave({2});
+  const std::string before = c.Snapshot();
+  const std::vector<std::pair<std::string, pb::CtrlCommand>> cases = {
+      {"gid 0", ServersCmd(0, {"z"})},
+      {"not in configuration", ServersCmd(3, {"z"})},
+      {"not in configuration", ServersCmd(2, {"z"})},  // left
+      {"no servers", ServersCmd(1, {})},
+      {"empty server", ServersCmd(1, {"x", ""})},
+      {"command's shard count", ServersCmd(1, {"z"}, 0)},
+  };
+  for (const auto& [needle, cmd] : cases) {
+    SCOPED_TRACE(cmd.ShortDebugString());
+    absl::StatusOr<pb::CtrlResult> r = c.sm().Execute(cmd);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status();
+    EXPECT_EQ(c.Snapshot(), before);
+  }
+  // Another shard count than the fixed one, as for Join.
+  absl::StatusOr<pb::CtrlResult> r = c.sm().Execute(ServersCmd(1, {"z"}, 12));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_EQ(c.Snapshot(), before);
+  // Before any group exists there is nothing to change (and the count stays open).
+  Ctrl fresh;
+  EXPECT_EQ(fresh.sm().Execute(ServersCmd(1, {"z"}, 12)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(fresh.sm().shard_count_fixed());
+}
+
+TEST(CtrlStateMachine, SnapshotRoundTripKeepsServerListChanges) {
+  Ctrl c;
+  c.Join({Group(1, {"a1", "a2", "a3"}), Group(2, {"b1"})});
+  c.Do(ServersCmd(1, {"a1", "a2", "a4"}));
+  c.Do(ServersCmd(1, {"a2", "a4", "a5"}));
+  const std::string bytes = c.Snapshot();
+  Ctrl restored;
+  ASSERT_TRUE(restored.sm().Restore(bytes).ok());
+  EXPECT_EQ(restored.sm().latest_num(), 3u);
+  for (int64_t num = 0; num <= 3; ++num) {
+    EXPECT_EQ(restored.Query(num).SerializeAsString(), c.Query(num).SerializeAsString());
+  }
+  EXPECT_EQ(ServersOf(restored.Query(2), 1), Servers({"a1", "a2", "a4"}));
+  // Both go on identically, the idempotent case included.
+  EXPECT_EQ(restored.Do(ServersCmd(1, {"a2", "a4", "a5"})), 3u);
+  EXPECT_EQ(c.Do(ServersCmd(2, {"b2"})), 4u);
+  EXPECT_EQ(restored.Do(ServersCmd(2, {"b2"})), 4u);
+  EXPECT_EQ(restored.Snapshot(), c.Snapshot());
 }
 
 // ---- the shard count ----

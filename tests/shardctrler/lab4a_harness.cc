@@ -93,6 +93,11 @@ absl::StatusOr<uint64_t> Clerk::Move(uint32_t shard, uint64_t gid) {
       [&](auto cb) { client_->Move(shard, gid, std::move(cb)); });
 }
 
+absl::StatusOr<uint64_t> Clerk::Servers(uint64_t gid, std::vector<std::string> servers) {
+  return client::Await<absl::StatusOr<uint64_t>>(
+      [&](auto cb) { client_->Servers(gid, std::move(servers), std::move(cb)); });
+}
+
 absl::StatusOr<pb::Config> Clerk::Query(int64_t num) {
   return client::Await<absl::StatusOr<pb::Config>>(
       [&](auto cb) { client_->Query(num, std::move(cb)); });

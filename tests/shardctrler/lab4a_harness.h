@@ -69,6 +69,7 @@ class Clerk {
   absl::StatusOr<uint64_t> Join(GroupServers groups);
   absl::StatusOr<uint64_t> Leave(std::vector<uint64_t> gids);
   absl::StatusOr<uint64_t> Move(uint32_t shard, uint64_t gid);
+  absl::StatusOr<uint64_t> Servers(uint64_t gid, std::vector<std::string> servers);
   // Configuration `num`; -1 or past the latest: the latest.
   absl::StatusOr<pb::Config> Query(int64_t num = -1);
 

@@ -434,6 +434,39 @@ TEST(ShardCtrler4A, InvalidRequestsChangeNothing) {
   Check(*ck, {1, 2});
 }
 
+// A shardkv group's membership changed: Servers replaces its list through the
+// log (a new configuration, no shard moved), a repeat changes nothing, and the
+// change survives the leader's crash.
+TEST(ShardCtrler4A, ServersReplacesAGroupsListWithoutMovingShards) {
+  Cluster cluster(Options());
+  std::unique_ptr<Clerk> ck = cluster.MakeClerk();
+  ASSERT_TRUE(Join(*ck, {{1, {"1a", "1b", "1c"}}, {2, {"2a"}}}));
+  const pb::Config before = Query(*ck);
+  absl::StatusOr<uint64_t> made = ck->Servers(1, {"1a", "1c", "1d"});
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_EQ(*made, before.num() + 1);
+  const pb::Config after = Query(*ck);
+  EXPECT_EQ(after.num(), *made);
+  EXPECT_EQ(ServersOf(after, 1), (std::vector<std::string>{"1a", "1c", "1d"}));
+  EXPECT_EQ(ServersOf(after, 2), std::vector<std::string>{"2a"});
+  for (int s = 0; s < kShards; ++s) EXPECT_EQ(after.shards(s), before.shards(s)) << "shard " << s;
+  // The same list again: nothing new.
+  absl::StatusOr<uint64_t> again = ck->Servers(1, {"1a", "1c", "1d"});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, *made);
+  EXPECT_EQ(ck->Servers(9, {"9a"}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ck->Servers(1, {}).status().code(), absl::StatusCode::kInvalidArgument);
+
+  int leader = -1;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(10);
+       leader < 0 && absl::Now() < deadline; absl::SleepFor(absl::Milliseconds(10))) {
+    leader = cluster.Leader();
+  }
+  ASSERT_GE(leader, 0) << "Leader not found";
+  cluster.ShutdownServer(leader);
+  EXPECT_EQ(ConfigDifference(after, Query(*ck)), "");
+}
+
 // ---------------------------------------------------------------------------
 // The checks themselves: a check that accepts everything is what made the
 // lab's minimal-transfer tests vacuous.

@@ -134,6 +134,10 @@ class Cluster::ControllerSource final : public ConfigSource {
     return client::Await<absl::StatusOr<ctrl::pb::Config>>(
         [&](auto cb) { client_.Query(static_cast<int64_t>(num), std::move(cb)); });
   }
+  absl::StatusOr<uint64_t> Servers(uint64_t gid, std::vector<std::string> servers) override {
+    return client::Await<absl::StatusOr<uint64_t>>(
+        [&](auto cb) { client_.Servers(gid, std::move(servers), std::move(cb)); });
+  }
 
  private:
   const std::unique_ptr<CtrlLink> link_;
