@@ -171,17 +171,18 @@ void Core::TrackConfEntries(uint64_t after,
       ++it;
     }
   }
-  for (const pb::Entry& e : entries) {
-    if (e.type() != pb::ENTRY_CONF_CHANGE) continue;
-    pb::ConfState cs;
-    if (!cs.ParseFromString(e.data())) {
-      Fatal(
-          absl::StrCat("unparsable configuration entry at index ", e.index(), " term ", e.term()));
-    }
-    conf_entries_[e.index()] = std::move(cs);
-    changed = true;
-  }
+  for (const pb::Entry& e : entries) changed |= RecordConfEntry(e);
   if (changed) RebuildConf();
+}
+
+bool Core::RecordConfEntry(const pb::Entry& e) {
+  if (e.type() != pb::ENTRY_CONF_CHANGE) return false;
+  pb::ConfState cs;
+  if (!cs.ParseFromString(e.data())) {
+    Fatal(absl::StrCat("unparsable configuration entry at index ", e.index(), " term ", e.term()));
+  }
+  conf_entries_[e.index()] = std::move(cs);
+  return true;
 }
 
 int Core::Quorum() const { return conf_.voters_size() / 2 + 1; }
@@ -811,13 +812,7 @@ bool Core::AppendEntries(std::vector<pb::Entry> entries) {
   }
   log_.Append(entries);
   bool conf_changed = false;
-  for (const auto& e : entries) {
-    if (e.type() != pb::ENTRY_CONF_CHANGE) continue;
-    pb::ConfState cs;
-    if (!cs.ParseFromString(e.data())) Fatal("proposed configuration does not parse");
-    conf_entries_[e.index()] = std::move(cs);
-    conf_changed = true;
-  }
+  for (const auto& e : entries) conf_changed |= RecordConfEntry(e);
   if (conf_changed) RebuildConf();
   prs_.at(id_).MaybeUpdate(log_.LastIndex());
   MaybeCommit();

@@ -204,6 +204,9 @@ class Core {
   // conf_entries_ in step.
   void TrackConfEntries(uint64_t after,
                         const google::protobuf::RepeatedPtrField<pb::Entry>& entries);
+  // Records `e` in conf_entries_ if it is a configuration entry (Fatal if it
+  // does not parse); returns whether it was one.
+  bool RecordConfEntry(const pb::Entry& e);
   // A leader whose removal committed hands over (MsgTimeoutNow to the most
   // up-to-date voter) and steps down.
   void MaybeStepDownRemoved();

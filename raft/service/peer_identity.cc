@@ -23,14 +23,6 @@ std::string Hex(uint64_t v) { return absl::StrFormat("%016x", v); }
 
 bool ParseHex(absl::string_view s, uint64_t* v) { return absl::SimpleHexAtoi(s, v); }
 
-// The value of line "name ..." in `text`, or "" if absent.
-std::string Line(const std::string& text, const std::string& name) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::StartsWith(line, name + " ")) return std::string(line.substr(name.size() + 1));
-  }
-  return "";
-}
-
 std::string MemberText(const MemberRecord& r) {
   std::string peers;
   for (const auto& [id, addr] : r.peers)
@@ -54,6 +46,13 @@ std::string Metadata(const grpc::ServerContextBase& ctx, const char* key) {
 
 }  // namespace
 
+std::string RecordField(const std::string& text, const std::string& name) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, name + " ")) return std::string(line.substr(name.size() + 1));
+  }
+  return "";
+}
+
 uint64_t ClusterId(const std::map<uint64_t, std::string>& voters) {
   uint64_t h = 1469598103934665603ull;
   for (const auto& [id, addr] : voters) {
@@ -72,9 +71,9 @@ absl::StatusOr<MemberRecord> LoadOrCreateMember(const std::string& data_dir, uin
   absl::StatusOr<std::string> text = common::ReadWholeFile(path);
   if (text.ok()) {
     MemberRecord r;
-    if (!absl::SimpleAtoi(Line(*text, "member"), &r.member) || r.member == 0 ||
-        !ParseHex(Line(*text, "incarnation"), &r.incarnation) ||
-        !ParseHex(Line(*text, "cluster"), &r.cluster)) {
+    if (!absl::SimpleAtoi(RecordField(*text, "member"), &r.member) || r.member == 0 ||
+        !ParseHex(RecordField(*text, "incarnation"), &r.incarnation) ||
+        !ParseHex(RecordField(*text, "cluster"), &r.cluster)) {
       return absl::DataLossError(absl::StrCat(path, " is damaged"));
     }
     if (r.member != id) {
@@ -82,8 +81,8 @@ absl::StatusOr<MemberRecord> LoadOrCreateMember(const std::string& data_dir, uin
           "data directory ", data_dir, " belongs to member ", r.member, ", not to --id=", id,
           ": refusing to start (wrong --data-dir or --id? a replica's id never changes)"));
     }
-    r.existing = Line(*text, "bootstrap") == "existing";
-    if (const std::string list = Line(*text, "peers"); !list.empty()) {
+    r.existing = RecordField(*text, "bootstrap") == "existing";
+    if (const std::string list = RecordField(*text, "peers"); !list.empty()) {
       auto parsed = common::ParsePeerList(list);
       if (!parsed.ok()) return absl::DataLossError(absl::StrCat(path, " is damaged: peers"));
       r.peers = *parsed;

@@ -46,6 +46,10 @@ struct MemberRecord {
   std::map<uint64_t, std::string> peers;  // bootstrap voters (new)
 };
 
+// The value of line "name ..." in `text` (DATA_DIR/FORMAT, MEMBER), or "" if
+// absent.
+std::string RecordField(const std::string& text, const std::string& name);
+
 // The id of a group bootstrapped with `voters` (FNV-1a of "id=address,...").
 uint64_t ClusterId(const std::map<uint64_t, std::string>& voters);
 

@@ -153,14 +153,6 @@ std::string FormatText(const ReplicaServerOptions& o) {
   return text;
 }
 
-// The value of line "name ..." in `text`, or "" if absent.
-std::string Field(const std::string& text, const std::string& name) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (absl::StartsWith(line, name + " ")) return std::string(line.substr(name.size() + 1));
-  }
-  return "";
-}
-
 absl::Status CheckDataDir(const ReplicaServerOptions& o) {
   const std::string& dir = o.data_dir;
   const std::string path = dir + "/FORMAT";
@@ -174,17 +166,17 @@ absl::Status CheckDataDir(const ReplicaServerOptions& o) {
                        absl::CEscape(text->substr(0, text->find('\n'))),
                        "\"): written by another version; refusing to start"));
     }
-    if (Field(*text, "service") != o.service.name) {
+    if (RecordField(*text, "service") != o.service.name) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "data directory ", dir, " belongs to a ", Field(*text, "service"), " replica, not ",
+          "data directory ", dir, " belongs to a ", RecordField(*text, "service"), " replica, not ",
           o.service.name, ": refusing to start (wrong --data-dir?)"));
     }
     for (const auto& [name, value] : o.fixed_parameters) {
-      if (Field(*text, name) != value) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("data directory ", dir, " was created with ", name, " ",
-                         Field(*text, name), ", but this replica was started with ", name, " ",
-                         value, ": it cannot change for an existing directory; refusing to start"));
+      if (RecordField(*text, name) != value) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "data directory ", dir, " was created with ", name, " ", RecordField(*text, name),
+            ", but this replica was started with ", name, " ", value,
+            ": it cannot change for an existing directory; refusing to start"));
       }
     }
     return absl::FailedPreconditionError(absl::StrCat("data directory ", dir, ": ", path,

@@ -34,9 +34,8 @@ namespace {
 // A file's contents, "" if it cannot be read (logs and outputs in messages).
 std::string ReadLog(const std::string& path) { return common::ReadWholeFile(path).value_or(""); }
 
-using lincheck::HistoryRecorder;
-using lincheck::OpKind;
 using testing::kKvServer;
+using testing::KvWorkload;
 using testing::NewKvClerk;
 using testing::ProcessCluster;
 
@@ -44,95 +43,18 @@ using testing::ProcessCluster;
 const std::vector<std::string> kFastRaft = {"--tick-interval=50ms", "--election-ticks=10",
                                             "--log-level=warn"};
 
-// Clients doing random Put/Append/Get on a few keys, recording the history.
-// Appends carry unique tokens "c<client>.<n>;" so duplicates and losses show.
-class Workload {
- public:
-  Workload(ProcessCluster* cluster, int clients, int keys) : keys_(keys) {
-    for (int c = 0; c < clients; ++c) {
-      threads_.emplace_back([this, cluster, c] { Run(cluster, c); });
-    }
-  }
-  void Stop() {
-    stop_ = true;
-    for (auto& t : threads_) t.join();
-    threads_.clear();
-  }
-  ~Workload() {
-    if (!threads_.empty()) Stop();
-  }
-
-  HistoryRecorder& history() { return history_; }
-  int64_t acknowledged() const { return acknowledged_.load(); }
-  // token -> acknowledged?
-  std::map<std::string, bool> appends() {
-    absl::MutexLock lock(&mu_);
-    return appends_;
-  }
-
- private:
-  void Run(ProcessCluster* cluster, int c) {
-    auto clerk = NewKvClerk(*cluster, absl::Seconds(3));
-    std::mt19937 rng(1000 + c);
-    for (int n = 0; !stop_; ++n) {
-      // Appends go to append-only keys a<i>, Puts to k<i>, so an acknowledged
-      // append can never be erased by a Put; Gets read both.
-      int what = rng() % 10;
-      int k = rng() % keys_;
-      std::string key = what < 4 ? (rng() % 2 ? absl::StrCat("a", k) : absl::StrCat("k", k))
-                                 : (what < 8 ? absl::StrCat("a", k) : absl::StrCat("k", k));
-      if (what < 4) {
-        auto h = history_.Begin(c, OpKind::kGet, key);
-        auto r = clerk->Get(key);
-        if (r.ok()) {
-          history_.End(h, r->value, r->found);
-          acknowledged_++;
-        } else {
-          history_.Discard(h);  // a failed read has no effect
-        }
-      } else {
-        bool append = what < 8;
-        std::string value = absl::StrCat("c", c, ".", n, ";");
-        if (append) {
-          absl::MutexLock lock(&mu_);
-          appends_[key + "/" + value] = false;
-        }
-        auto h = history_.Begin(c, append ? OpKind::kAppend : OpKind::kPut, key, value);
-        absl::Status st = append ? clerk->Append(key, value) : clerk->Put(key, value);
-        if (st.ok()) {
-          history_.End(h);
-          acknowledged_++;
-          if (append) {
-            absl::MutexLock lock(&mu_);
-            appends_[key + "/" + value] = true;
-          }
-        }
-        // else: outcome unknown; the operation stays open in the history.
-      }
-    }
-  }
-
-  const int keys_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int64_t> acknowledged_{0};
-  HistoryRecorder history_;
-  absl::Mutex mu_;
-  std::map<std::string, bool> appends_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> threads_;
-};
-
-void CheckHistory(Workload& w, ProcessCluster&) {
+void CheckHistory(KvWorkload& w, ProcessCluster&) {
   testing::ExpectLinearizable(w.history().Snapshot());
 }
 
-void CheckAppends(Workload& w, ProcessCluster& cluster) {
+void CheckAppends(KvWorkload& w, ProcessCluster& cluster) {
   testing::ExpectAppendsExactlyOnce(w.appends(), testing::KvReader(cluster));
 }
 
 TEST(KvraftProcess, LeaderKilledInALoop) {
   ProcessCluster cluster(kKvServer, 3, kFastRaft);
   ASSERT_TRUE(cluster.WaitAllHealthy().ok());
-  Workload w(&cluster, 4, 3);
+  KvWorkload w(cluster, 4, 3);
   for (int round = 0; round < 4; ++round) {
     absl::SleepFor(absl::Milliseconds(1500));
     int leader = cluster.Leader();
@@ -152,7 +74,7 @@ TEST(KvraftProcess, LeaderKilledInALoop) {
 TEST(KvraftProcess, FiveReplicasRandomKillsAndPauses) {
   ProcessCluster cluster(kKvServer, 5, kFastRaft);
   ASSERT_TRUE(cluster.WaitAllHealthy().ok());
-  Workload w(&cluster, 4, 3);
+  KvWorkload w(cluster, 4, 3);
   std::mt19937 rng(7);
   for (int round = 0; round < 5; ++round) {
     // Take down at most two replicas (a majority stays up): one killed, one paused.
