@@ -1,5 +1,6 @@
 #include "kvraft/kv_state_machine.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,14 +22,49 @@ absl::StatusOr<std::string> KvStateMachine::Apply(std::string_view command,
 }
 
 absl::StatusOr<pb::KvResult> KvStateMachine::Execute(const pb::KvCommand& cmd) {
-  return store_.Execute(cmd);
+  pb::KvResult result;
+  switch (cmd.op()) {
+    case pb::OP_GET:
+      // Only when a read goes through the log; it changes nothing.
+      return Get(cmd.key());
+    case pb::OP_PUT:
+      state_->Put(cmd.key(), cmd.value());
+      break;
+    case pb::OP_APPEND: {
+      // 6.824: appending to a missing key acts like Put.
+      std::optional<std::string> value = state_->Get(cmd.key());
+      if (!value) {
+        state_->Put(cmd.key(), cmd.value());
+      } else {
+        value->append(cmd.value());
+        state_->Put(cmd.key(), *value);
+      }
+      break;
+    }
+    case pb::OP_DELETE:
+      if (state_->Get(cmd.key())) {
+        result.set_found(true);
+        state_->Delete(cmd.key());
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown operation ", cmd.op()));
+  }
+  return result;
 }
 
-pb::KvResult KvStateMachine::Get(std::string_view key) const { return store_.Get(key); }
+pb::KvResult KvStateMachine::Get(std::string_view key) const {
+  pb::KvResult result;
+  if (std::optional<std::string> value = state_->Get(key)) {
+    result.set_found(true);
+    *result.mutable_value() = std::move(*value);
+  }
+  return result;
+}
 
 void KvStateMachine::SnapshotTo(std::string* out) const {
   pb::KvSnapshot snapshot;
-  store_.SaveTo(snapshot.mutable_data());
+  rsm::SavePairs(*state_, snapshot.mutable_data());
   snapshot.AppendToString(out);
 }
 
@@ -37,7 +73,7 @@ absl::Status KvStateMachine::Restore(std::string_view bytes) {
   if (!snapshot.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return absl::InvalidArgumentError("not a KvSnapshot");
   }
-  return store_.LoadFrom(snapshot.mutable_data());
+  return rsm::LoadPairs(snapshot.data(), state_);
 }
 
 }  // namespace ds::kv

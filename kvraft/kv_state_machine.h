@@ -3,10 +3,12 @@
 // under rsm::SessionStateMachine (raft/rsm/session_state_machine.h), which
 // hands it only commands that are new.
 //
-// Pure and deterministic: no threads, no clock, no I/O. The result of Apply()
-// and the bytes of SnapshotTo() depend only on the sequence of applied
-// commands, so all replicas agree. Not thread-safe: the RSM layer applies
-// entries from one thread and serializes reads against it.
+// Its keys and values live in the rsm::AppState the session layer attaches:
+// in memory (tests, simulation) or in RocksDB (kvraft-server), each client key
+// stored under itself. Deterministic: the result of Apply() and the pairs it
+// leaves depend only on the sequence of applied commands, so all replicas
+// agree. Not thread-safe: the RSM layer applies entries from one thread and
+// serializes reads against it.
 #pragma once
 
 #include <cstdint>
@@ -15,24 +17,30 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kvraft/kv_store.h"
 #include "proto/kv.pb.h"
+#include "raft/rsm/app_state.h"
 #include "raft/rsm/session_state_machine.h"
 
 namespace ds::kv {
 
 class KvStateMachine final : public rsm::Application {
  public:
+  // Uses a state of its own in memory until a SessionStateMachine attaches
+  // one.
+  KvStateMachine() : state_(&own_) {}
+
   // `command` is a serialized pb::KvCommand; the result a serialized
   // pb::KvResult. InvalidArgument (and no change) for anything else or
   // OP_UNSPECIFIED.
   absl::StatusOr<std::string> Apply(std::string_view command,
                                     const rsm::ApplyContext& context) override;
-  // pb::KvSnapshot: every pair, sorted by key.
+  // pb::KvSnapshot: every pair, sorted by key (the in-memory snapshot form).
   void SnapshotTo(std::string* out) const override;
   // InvalidArgument (state unchanged) for bytes that are not a KvSnapshot or
-  // hold a duplicate key.
+  // whose keys are not sorted and unique.
   absl::Status Restore(std::string_view snapshot) override;
+  bool data_in_app_state() const override { return true; }
+  void Attach(rsm::AppState* state) override { state_ = state; }
 
   // The same command on a bare state machine, for tests: the parsed result.
   absl::StatusOr<pb::KvResult> Execute(const pb::KvCommand& command);
@@ -42,12 +50,11 @@ class KvStateMachine final : public rsm::Application {
   // missing key.
   pb::KvResult Get(std::string_view key) const;
 
-  int64_t key_count() const { return store_.key_count(); }
-  // Sum of the sizes of all keys and values, in bytes.
-  int64_t data_bytes() const { return store_.data_bytes(); }
+  const rsm::AppState& state() const { return *state_; }
 
  private:
-  KvStore store_;
+  rsm::MemoryAppState own_;
+  rsm::AppState* state_;
 };
 
 }  // namespace ds::kv

@@ -100,6 +100,13 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeOptions options,
   // Status is meaningful from the start (restored term, snapshot, log).
   n->PublishStatus();
   n->transport_->Start([n](pb::Message m) {
+    if (m.type() == pb::MSG_SNAP && n->options_.snapshot_gate != nullptr &&
+        !n->options_.snapshot_gate->Admit(m, [n](pb::Message ready) {
+          absl::MutexLock lock(&n->mu_);
+          if (!n->stop_) n->inbox_.push_back(std::move(ready));
+        })) {
+      return;  // the gate delivers it once its files are here
+    }
     absl::MutexLock lock(&n->mu_);
     n->inbox_.push_back(std::move(m));
   });
@@ -129,6 +136,7 @@ void Node::Stop() {
   }
   // Incoming messages first, so nothing races the shutdown of the loop.
   transport_->Stop();
+  if (options_.snapshot_gate != nullptr) options_.snapshot_gate->Stop();
   if (raft_thread_.joinable()) raft_thread_.join();
   if (apply_thread_.joinable()) apply_thread_.join();
 }

@@ -69,6 +69,23 @@ struct NodeMetrics {
   static NodeMetrics Register(prometheus::Registry& registry);
 };
 
+// Brings the files of a snapshot to this replica before the core installs
+// it, for state machines whose snapshot data only names files (a checkpoint
+// of a state on disk, raft/rsm/disk_state.h). The leader's transport sends
+// the small description; the gate fetches the files from the sender while
+// the Raft loop goes on, then hands the message to the core.
+class SnapshotGate {
+ public:
+  virtual ~SnapshotGate() = default;
+  // For each incoming MsgSnap, on a transport thread. true: the core may take
+  // it now. false: the gate keeps it and later calls `deliver` with it (from
+  // any thread) once the files are complete here, or drops it (the leader
+  // sends the snapshot again).
+  virtual bool Admit(const pb::Message& msg, std::function<void(pb::Message)> deliver) = 0;
+  // Ends every fetch; no `deliver` runs after this returns.
+  virtual void Stop() = 0;
+};
+
 struct NodeOptions {
   // This replica's id (non-zero, unique in the group). Required.
   uint64_t id = 0;
@@ -88,6 +105,8 @@ struct NodeOptions {
   // Counters and histograms to update (must outlive the Node); nullptr
   // (default): none.
   const NodeMetrics* metrics = nullptr;
+  // See SnapshotGate; nullptr (default): every snapshot carries its data.
+  std::shared_ptr<SnapshotGate> snapshot_gate;
 };
 
 // What the application receives, in log order, on the apply thread.

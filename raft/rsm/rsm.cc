@@ -260,6 +260,7 @@ void Rsm::OnApply(ApplyBatch batch) {
       absl::MutexLock lock(&sm_mu_);
       if (snap_index > sm_->applied_index()) {
         absl::Status st = sm_->Restore(batch.snapshot->data());
+        if (st.ok()) sm_->ReleaseSnapshotsBefore(snap_index);
         if (!st.ok()) {
           // A snapshot that a state machine produced and we cannot read means a
           // bug or corruption; serving from the old state would be wrong, and
@@ -298,6 +299,7 @@ void Rsm::OnApply(ApplyBatch batch) {
       applied.push_back({e.index(), e.term(),
                          sm_->Apply(e.type() == pb::ENTRY_NORMAL ? e.data() : kEmpty, e.index())});
     }
+    if (!applied.empty()) sm_->FinishBatch();
     applied_index = sm_->applied_index();
   }
   {
@@ -335,16 +337,28 @@ void Rsm::MaybeSnapshot() {
   NodeStatus st = node_->GetStatus();
   if (st.log_bytes <= options_.snapshot_threshold_bytes) return;
   uint64_t index;
-  std::string data;
+  absl::StatusOr<std::string> data;
   {
     absl::MutexLock lock(&sm_mu_);
     index = sm_->applied_index();
     if (index <= st.snapshot_index) return;
-    data = sm_->Snapshot();
+    data = sm_->TakeSnapshot();
+  }
+  if (!data.ok()) {
+    // The log keeps growing until a later attempt succeeds; nothing is lost.
+    std::fprintf(stderr, "rsm: snapshot at index %llu failed: %s\n",
+                 static_cast<unsigned long long>(index), data.status().ToString().c_str());
+    return;
   }
   // Not under sm_mu_: this waits for the Raft thread's fsync.
-  absl::Status s = node_->Snapshot(index, std::move(data));
+  absl::Status s = node_->Snapshot(index, *std::move(data));
   if (s.ok()) {
+    // The previous snapshot stays until the next one: a peer may be fetching
+    // it.
+    {
+      absl::MutexLock lock(&sm_mu_);
+      sm_->ReleaseSnapshotsBefore(st.snapshot_index);
+    }
     absl::MutexLock lock(&mu_);
     ++snapshots_taken_;
   }

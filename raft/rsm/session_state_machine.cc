@@ -110,8 +110,114 @@ std::string EncodeOpen(const pb::SessionRef& session, int64_t proposal_time_unix
   return cmd.SerializeAsString();
 }
 
-SessionStateMachine::SessionStateMachine(Application* app, SessionOptions options)
-    : app_(app), sessions_(options) {}
+namespace {
+
+// Keys of the session layer in DiskState's meta column family.
+constexpr char kHeaderKey[] = "m";      // SessionSnapshotHeader, sessions left out
+constexpr char kSessionPrefix[] = "s";  // + client id (8 bytes, big-endian)
+constexpr char kAppKey[] = "app";       // an in-memory application's SnapshotTo
+
+std::string SessionKey(uint64_t client_id) {
+  std::string key(kSessionPrefix);
+  for (int i = 7; i >= 0; --i) key.push_back(static_cast<char>((client_id >> (8 * i)) & 0xff));
+  return key;
+}
+
+}  // namespace
+
+SessionStateMachine::SessionStateMachine(Application* app, SessionOptions options, DiskState* disk)
+    : app_(app), disk_(disk), sessions_(options) {
+  app_->Attach(disk_ != nullptr ? disk_->app() : &memory_);
+  if (disk_ != nullptr) sessions_.TrackChanges();
+}
+
+absl::Status SessionStateMachine::Open() {
+  if (disk_ == nullptr) return absl::OkStatus();
+  app_->Attach(disk_->app());
+  pb::SessionSnapshotHeader header;
+  if (std::optional<std::string> bytes = disk_->GetMeta(kHeaderKey)) {
+    if (!header.ParseFromString(*bytes)) {
+      return absl::DataLossError("state on disk: the session header is corrupt");
+    }
+  }
+  pb::SessionTableState table = header.sessions();
+  absl::Status bad;
+  disk_->ScanMeta(kSessionPrefix, [&](std::string_view key, std::string_view value) {
+    if (!table.add_sessions()->ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+      bad = absl::DataLossError(
+          absl::StrCat("state on disk: session record ", key.size(), " bytes long is corrupt"));
+      return false;
+    }
+    return true;
+  });
+  if (!bad.ok()) return bad;
+  SessionTable sessions(sessions_.options());
+  if (absl::Status s = sessions.LoadFrom(table); !s.ok()) return s;
+  if (!app_->data_in_app_state()) {
+    std::optional<std::string> bytes = disk_->GetMeta(kAppKey);
+    if (absl::Status s = app_->Restore(bytes ? *bytes : std::string()); !s.ok() && bytes) return s;
+  }
+  sessions_ = std::move(sessions);
+  sessions_.TrackChanges();
+  applied_index_ = header.applied_index();
+  clock_unix_micros_ = header.clock_unix_micros();
+  session_count_.store(sessions_.size(), std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void SessionStateMachine::FinishBatch() {
+  if (disk_ == nullptr) return;
+  std::vector<uint64_t> changed = sessions_.TakeChanged();
+  std::sort(changed.begin(), changed.end());
+  changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
+  for (uint64_t id : changed) {
+    pb::ClientSession session;
+    if (sessions_.SaveSession(id, &session)) {
+      disk_->PutMeta(SessionKey(id), session.SerializeAsString());
+    } else {
+      disk_->DeleteMeta(SessionKey(id));
+    }
+  }
+  if (app_changed_) {
+    std::string bytes;
+    app_->SnapshotTo(&bytes);
+    disk_->PutMeta(kAppKey, bytes);
+    app_changed_ = false;
+  }
+  pb::SessionSnapshotHeader header;
+  header.set_applied_index(applied_index_);
+  header.set_clock_unix_micros(clock_unix_micros_);
+  header.mutable_sessions()->set_watermark_unix_micros(sessions_.watermark_unix_micros());
+  disk_->PutMeta(kHeaderKey, header.SerializeAsString());
+  disk_->Commit();
+}
+
+void SessionStateMachine::SaveAllSessions() {
+  std::vector<std::string> stale;
+  disk_->ScanMeta(kSessionPrefix, [&stale](std::string_view key, std::string_view) {
+    stale.emplace_back(key);
+    return true;
+  });
+  for (const std::string& key : stale) disk_->DeleteMeta(key);
+  pb::SessionTableState table;
+  sessions_.SaveTo(&table);
+  for (const pb::ClientSession& session : table.sessions()) {
+    disk_->PutMeta(SessionKey(session.client_id()), session.SerializeAsString());
+  }
+  sessions_.TakeChanged();
+}
+
+absl::StatusOr<std::string> SessionStateMachine::TakeSnapshot() {
+  if (disk_ == nullptr) return Snapshot();
+  FinishBatch();
+  absl::StatusOr<pb::CheckpointManifest> manifest = disk_->Checkpoint(applied_index_);
+  if (!manifest.ok()) return manifest.status();
+  return EncodeManifest(*manifest);
+}
+
+void SessionStateMachine::ReleaseSnapshotsBefore(uint64_t index) {
+  if (disk_ != nullptr) disk_->DropCheckpointsBefore(index);
+}
 
 absl::StatusOr<std::string> SessionStateMachine::Apply(const std::string& command, uint64_t index) {
   if (index <= applied_index_) {
@@ -139,6 +245,7 @@ absl::StatusOr<std::string> SessionStateMachine::Apply(const std::string& comman
       : cmd.open_only()
           ? absl::InvalidArgumentError(absl::StrCat("entry ", index, ": open without a session"))
           : app_->Apply(cmd.command(), context);
+  app_changed_ = disk_ != nullptr && !app_->data_in_app_state();
   session_count_.store(sessions_.size(), std::memory_order_relaxed);
   return result;
 }
@@ -210,7 +317,36 @@ std::string SessionStateMachine::Snapshot() const {
 }
 
 absl::Status SessionStateMachine::Restore(const std::string& snapshot) {
-  std::string_view in = snapshot;
+  absl::StatusOr<std::optional<pb::CheckpointManifest>> manifest = DecodeManifest(snapshot);
+  if (!manifest.ok()) return manifest.status();
+  if (!manifest->has_value()) {
+    if (absl::Status s = RestoreInMemoryForm(snapshot); !s.ok()) return s;
+    if (disk_ != nullptr) {
+      // The upgrade path: a snapshot in the in-memory form, from an older
+      // version of this replica or a peer, written into the disk state.
+      SaveAllSessions();
+      app_changed_ = !app_->data_in_app_state();
+      FinishBatch();
+    }
+    return absl::OkStatus();
+  }
+  if (disk_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "the snapshot is a checkpoint of a state on disk, but this replica keeps its state in "
+        "memory");
+  }
+  if (absl::Status s = disk_->Restore(**manifest); !s.ok()) return s;
+  absl::Status s = Open();
+  if (!s.ok()) return s;
+  if (applied_index_ != (*manifest)->applied_index()) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", (*manifest)->name(), " holds index ",
+                                            applied_index_, ", its manifest says ",
+                                            (*manifest)->applied_index()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SessionStateMachine::RestoreInMemoryForm(std::string_view in) {
   if (in.size() < kLengthBytes || GetLength(in) > in.size() - kLengthBytes) {
     return absl::InvalidArgumentError("not a session state machine snapshot (bad header length)");
   }
@@ -224,6 +360,7 @@ absl::Status SessionStateMachine::Restore(const std::string& snapshot) {
   // The application last: it is unchanged if it refuses, and so are we.
   if (absl::Status s = app_->Restore(in.substr(kLengthBytes + header_size)); !s.ok()) return s;
   sessions_ = std::move(sessions);
+  if (disk_ != nullptr) sessions_.TrackChanges();
   applied_index_ = header.applied_index();
   clock_unix_micros_ = header.clock_unix_micros();
   session_count_.store(sessions_.size(), std::memory_order_relaxed);

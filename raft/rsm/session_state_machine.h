@@ -32,6 +32,8 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/message_lite.h"
 #include "proto/rsm.pb.h"
+#include "raft/rsm/app_state.h"
+#include "raft/rsm/disk_state.h"
 #include "raft/rsm/session_table.h"
 #include "raft/rsm/state_machine.h"
 
@@ -55,18 +57,38 @@ class Application {
   // An error means the state did not change.
   virtual absl::StatusOr<std::string> Apply(std::string_view command,
                                             const ApplyContext& context) = 0;
-  // Appends the whole application state to *out.
+  // Appends the whole application state to *out (the in-memory snapshot
+  // format).
   virtual void SnapshotTo(std::string* out) const = 0;
   // Replaces the whole state with what SnapshotTo wrote. On error the state is
   // unchanged.
   virtual absl::Status Restore(std::string_view snapshot) = 0;
+
+  // An application that keeps its data in an AppState (kvraft) says so, and
+  // is given the state to use: at construction of the SessionStateMachine
+  // and again whenever the state was replaced (a restored checkpoint), so it
+  // can reload what it caches in memory. Its SnapshotTo/Restore then save
+  // and load that AppState's pairs. Any other application keeps its state in
+  // memory; on disk, the session layer saves its SnapshotTo bytes after
+  // every batch that changed it (fine for small states: the controller's).
+  virtual bool data_in_app_state() const { return false; }
+  virtual void Attach(AppState* state) { (void)state; }
 };
 
 class SessionStateMachine final : public raft::StateMachine {
  public:
-  // `app` must outlive this object. Every replica of a group must use the same
-  // `options` (see SessionOptions).
-  explicit SessionStateMachine(Application* app, SessionOptions options = {});
+  // `app` (and `disk`) must outlive this object. Every replica of a group must
+  // use the same `options` (see SessionOptions). Without `disk` the whole
+  // state is in memory and a snapshot serializes it; with `disk` it lives in
+  // RocksDB (raft/rsm/disk_state.h): Open() loads what the disk holds, each
+  // batch of entries is written at FinishBatch(), and a snapshot is a
+  // checkpoint whose manifest is the snapshot data.
+  explicit SessionStateMachine(Application* app, SessionOptions options = {},
+                               DiskState* disk = nullptr);
+
+  // With `disk`: loads the applied index, clock, sessions (and an in-memory
+  // application's state) from it. Call once before the first Apply.
+  absl::Status Open();
 
   // `command` is a serialized pb::SessionCommand. Entries at or below
   // applied_index() are refused (kFailedPrecondition) and change nothing; any
@@ -75,10 +97,20 @@ class SessionStateMachine final : public raft::StateMachine {
   // only advances the index.
   absl::StatusOr<std::string> Apply(const std::string& command, uint64_t index) override;
   uint64_t applied_index() const override { return applied_index_; }
-  // A pb::SessionSnapshotHeader (length-prefixed) followed by the
-  // application's bytes. Equal states give equal bytes.
+  // In memory: a pb::SessionSnapshotHeader (length-prefixed) followed by the
+  // application's bytes. Equal states give equal bytes. (On disk: the same
+  // bytes, built from the disk; for tests and tools, not for snapshots.)
   std::string Snapshot() const override;
+  // On disk: a checkpoint (EncodeManifest); in memory: Snapshot().
+  absl::StatusOr<std::string> TakeSnapshot() override;
+  // Either form. On disk, the in-memory form is converted (the upgrade from
+  // replicas that kept their state in memory); a checkpoint must be complete
+  // in the snapshots directory.
   absl::Status Restore(const std::string& snapshot) override;
+  // On disk: writes the batch (effects, sessions touched, applied index).
+  void FinishBatch() override;
+  void ReleaseSnapshotsBefore(uint64_t index) override;
+  DiskState* disk() const { return disk_; }
 
   const Application& app() const { return *app_; }
   const SessionTable& sessions() const { return sessions_; }
@@ -89,8 +121,15 @@ class SessionStateMachine final : public raft::StateMachine {
 
  private:
   absl::StatusOr<std::string> ApplySession(const pb::SessionCommand& cmd, ApplyContext& context);
+  // The in-memory form's parts (Restore of either mode).
+  absl::Status RestoreInMemoryForm(std::string_view in);
+  // On disk: writes every session, not only the changed ones.
+  void SaveAllSessions();
 
   Application* const app_;
+  DiskState* const disk_;
+  MemoryAppState memory_;  // the application's AppState without `disk`
+  bool app_changed_ = false;
   SessionTable sessions_;
   uint64_t applied_index_ = 0;
   int64_t clock_unix_micros_ = 0;

@@ -39,6 +39,7 @@ SessionTable::Verdict SessionTable::Check(const pb::SessionRef& ref,
 }
 
 void SessionTable::Touch(uint64_t client_id, Session& session, int64_t now_unix_micros) {
+  if (track_changes_) changed_.push_back(client_id);
   by_activity_.erase({session.last_active_unix_micros, client_id});
   // The logical clock never goes back, but keep the order sane if a caller passes
   // an older time: a session's activity time only moves forward.
@@ -50,6 +51,7 @@ void SessionTable::ForgetOldest() {
   auto oldest = by_activity_.begin();
   auto it = sessions_.find(oldest->second);
   watermark_unix_micros_ = std::max(watermark_unix_micros_, it->second.created_unix_micros);
+  if (track_changes_) changed_.push_back(it->first);
   sessions_.erase(it);
   by_activity_.erase(oldest);
 }
@@ -59,6 +61,7 @@ void SessionTable::Open(const pb::SessionRef& ref, int64_t now_unix_micros) {
   if (options_.max_sessions > 0) {
     while (size() >= options_.max_sessions && !by_activity_.empty()) ForgetOldest();
   }
+  if (track_changes_) changed_.push_back(ref.client_id());
   Session& session = sessions_[ref.client_id()];
   session.created_unix_micros = ref.created_unix_micros();
   session.last_active_unix_micros = now_unix_micros;
@@ -84,6 +87,7 @@ void SessionTable::Forget(uint64_t client_id) {
   auto it = sessions_.find(client_id);
   watermark_unix_micros_ = std::max(watermark_unix_micros_, it->second.created_unix_micros);
   by_activity_.erase({it->second.last_active_unix_micros, client_id});
+  if (track_changes_) changed_.push_back(client_id);
   sessions_.erase(it);
 }
 
@@ -149,16 +153,20 @@ void SessionTable::SaveTo(pb::SessionTableState* state) const {
   for (const auto& [id, session] : sessions_) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
   state->clear_sessions();
-  for (uint64_t id : ids) {
-    const Session& session = sessions_.at(id);
-    pb::ClientSession* out = state->add_sessions();
-    out->set_client_id(id);
-    out->set_created_unix_micros(session.created_unix_micros);
-    out->set_last_sequence(session.last_sequence);
-    out->set_last_result(session.last_result);
-    out->set_last_active_unix_micros(session.last_active_unix_micros);
-  }
+  for (uint64_t id : ids) SaveSession(id, state->add_sessions());
   state->set_watermark_unix_micros(watermark_unix_micros_);
+}
+
+bool SessionTable::SaveSession(uint64_t client_id, pb::ClientSession* out) const {
+  auto it = sessions_.find(client_id);
+  if (it == sessions_.end()) return false;
+  const Session& session = it->second;
+  out->set_client_id(client_id);
+  out->set_created_unix_micros(session.created_unix_micros);
+  out->set_last_sequence(session.last_sequence);
+  out->set_last_result(session.last_result);
+  out->set_last_active_unix_micros(session.last_active_unix_micros);
+  return true;
 }
 
 absl::Status SessionTable::LoadFrom(const pb::SessionTableState& state) {

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
@@ -122,6 +123,15 @@ class SessionTable {
   int64_t watermark_unix_micros() const { return watermark_unix_micros_; }
   const SessionOptions& options() const { return options_; }
 
+  // For a state machine that saves sessions one by one (on disk): from the
+  // first call on, the table remembers which sessions changed (recorded,
+  // opened, merged or forgotten); TakeChanged() hands their ids over (in no
+  // particular order, maybe repeated) and starts afresh.
+  void TrackChanges() { track_changes_ = true; }
+  std::vector<uint64_t> TakeChanged() { return std::exchange(changed_, {}); }
+  // One session as saved in SaveTo; false if the table does not know it.
+  bool SaveSession(uint64_t client_id, pb::ClientSession* out) const;
+
   // Snapshot support: the state as a message (sorted by client_id, so the same
   // table always serializes to the same bytes) and back.
   void SaveTo(pb::SessionTableState* state) const;
@@ -151,6 +161,8 @@ class SessionTable {
   // (last_active, client_id) of every session: the expiry and eviction order.
   absl::btree_set<std::pair<int64_t, uint64_t>> by_activity_;
   int64_t watermark_unix_micros_ = 0;
+  bool track_changes_ = false;
+  std::vector<uint64_t> changed_;
 };
 
 }  // namespace ds::rsm

@@ -27,6 +27,15 @@ class StateMachine {
   virtual std::string Snapshot() const = 0;
   // Replaces the whole state with a Snapshot(). On error the state is unchanged.
   virtual absl::Status Restore(const std::string& snapshot) = 0;
+
+  // What the Rsm stores as the snapshot at applied_index(): Snapshot() by
+  // default; a state machine on disk returns a small description of files.
+  virtual absl::StatusOr<std::string> TakeSnapshot() { return Snapshot(); }
+  // Called after each batch of Apply calls (before anyone reads the state).
+  virtual void FinishBatch() {}
+  // The Raft snapshot moved past `index`: snapshots below it are no longer
+  // needed by this replica or, soon, by the peers fetching them.
+  virtual void ReleaseSnapshotsBefore(uint64_t index) { (void)index; }
 };
 
 }  // namespace ds::raft

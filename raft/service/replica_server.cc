@@ -50,6 +50,15 @@ ABSL_FLAG(int64_t, max_sessions, 100000,
 ABSL_FLAG(absl::Duration, max_clock_skew, absl::Minutes(10),
           "A new client session created further than this ahead of the leader's clock is "
           "refused. Same on every replica.");
+ABSL_FLAG(uint64_t, block_cache_bytes, 64ull << 20,
+          "RocksDB block cache of the state on disk (index and filter blocks included): what "
+          "reads keep in memory.");
+ABSL_FLAG(uint64_t, memtable_bytes, 32ull << 20,
+          "One memtable of the state on disk; up to two per column family are kept before "
+          "they are flushed.");
+ABSL_FLAG(uint64_t, snapshot_send_bytes_per_second, 0,
+          "Pace of each snapshot file transfer this replica serves to a peer catching up; 0: "
+          "as fast as the peer reads.");
 ABSL_FLAG(int, grpc_max_threads, 256,
           "Threads of gRPC's synchronous server, which serves only snapshot transfers and "
           "health checks (client requests and Raft messages hold no thread while they wait).");
@@ -129,6 +138,12 @@ absl::StatusOr<ReplicaServerOptions> ReplicaServerOptionsFromFlags(std::string p
     return absl::InvalidArgumentError(
         "--session-ttl must be positive, --max-sessions and --max-clock-skew not negative");
   }
+  o.disk.block_cache_bytes = absl::GetFlag(FLAGS_block_cache_bytes);
+  o.disk.memtable_bytes = absl::GetFlag(FLAGS_memtable_bytes);
+  if (o.disk.memtable_bytes < (1 << 20)) {
+    return absl::InvalidArgumentError("--memtable-bytes must be at least 1 MiB");
+  }
+  o.snapshot_send_bytes_per_second = absl::GetFlag(FLAGS_snapshot_send_bytes_per_second);
   o.grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
   o.shutdown_deadline = absl::GetFlag(FLAGS_shutdown_deadline);
   o.metrics_listen = common::MetricsListenFlag();
@@ -142,12 +157,18 @@ namespace {
 // snapshots SessionStateMachine's (2026-12-07). Directories without the file
 // but with Raft state were written by earlier builds (version 1: KvCommand
 // entries, registered sessions), whose logs this version would misread.
-constexpr int kDataFormat = 2;
+// Version 3 (2026-12-08): the state machine may keep its state on disk
+// (DATA_DIR/state) and snapshots may be checkpoints, which version 2 cannot
+// read. A version-2 directory is upgraded in place: its in-memory snapshot is
+// converted when the replica restores it.
+constexpr int kDataFormat = 3;
 
-std::string Header() { return absl::StrCat("dstack replica data format ", kDataFormat, "\n"); }
+std::string Header(int version = kDataFormat) {
+  return absl::StrCat("dstack replica data format ", version, "\n");
+}
 
-std::string FormatText(const ReplicaServerOptions& o) {
-  std::string text = absl::StrCat(Header(), "service ", o.service.name, "\n");
+std::string FormatText(const ReplicaServerOptions& o, int version = kDataFormat) {
+  std::string text = absl::StrCat(Header(version), "service ", o.service.name, "\n");
   for (const auto& [name, value] : o.fixed_parameters)
     absl::StrAppend(&text, name, " ", value, "\n");
   return text;
@@ -160,6 +181,7 @@ absl::Status CheckDataDir(const ReplicaServerOptions& o) {
   absl::StatusOr<std::string> text = common::ReadWholeFile(path);
   if (text.ok()) {
     if (*text == want) return absl::OkStatus();
+    if (*text == FormatText(o, 2)) return common::WriteFileDurably(path, want);  // the upgrade
     if (!absl::StartsWith(*text, Header())) {
       return absl::FailedPreconditionError(
           absl::StrCat("data directory ", dir, " has an unknown format (", path, " starts \"",
@@ -253,7 +275,6 @@ int FailStart(const std::string& program, const absl::Status& status) {
 ReplicaServer::ReplicaServer(ReplicaServerOptions options, Application* app, Security security)
     : options_(std::move(options)),
       security_(std::move(security)),
-      sm_(app, options_.sessions),
       server_({.listen_address = !options_.listen.empty() ? options_.listen
                                  : !options_.client_endpoints.empty()
                                      ? options_.client_endpoints.at(options_.id)
@@ -305,6 +326,21 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
   s->logger_ = std::move(logger);
   s->identity_ = std::move(*identity);
 
+  if (o.state_on_disk) {
+    DiskStateOptions disk = o.disk;
+    disk.dir = o.data_dir + "/state";
+    auto opened = DiskState::Open(std::move(disk));
+    if (!opened.ok()) {
+      return absl::Status(opened.status().code(),
+                          absl::StrCat("opening the state: ", opened.status().message()));
+    }
+    s->disk_ = std::move(*opened);
+  }
+  s->sm_ = std::make_unique<SessionStateMachine>(app, o.sessions, s->disk_.get());
+  if (absl::Status st = s->sm_->Open(); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("loading the state: ", st.message()));
+  }
+
   auto storage = raft::RocksDbStorage::Open(o.data_dir + "/raft");
   if (!storage.ok()) {
     return absl::Status(storage.status().code(),
@@ -333,6 +369,18 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
   };
   auto transport = std::make_unique<raft::GrpcTransport>(topts);
   s->transport_ = transport.get();
+  std::shared_ptr<SnapshotFetcher> fetcher;
+  if (s->disk_ != nullptr) {
+    raft::GrpcTransport* t = s->transport_;
+    fetcher = std::make_shared<SnapshotFetcher>(
+        SnapshotFetcherOptions{.snapshots_dir = s->disk_->snapshots_dir(),
+                               .address_of = [t](uint64_t peer) { return t->PeerAddress(peer); },
+                               .credentials = s->security_.to_peers,
+                               .call_metadata = topts.call_metadata,
+                               .logger = s->logger_});
+    s->snapshot_files_ = std::make_unique<SnapshotFilesService>(
+        s->disk_->snapshots_dir(), topts.authorize, o.snapshot_send_bytes_per_second);
+  }
 
   raft::NodeOptions nopts;
   nopts.id = o.id;
@@ -350,11 +398,13 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
   nopts.raft.heartbeat_ticks = o.heartbeat_ticks;
   nopts.tick_interval = o.tick_interval;
   nopts.logger = s->logger_;
+  nopts.snapshot_gate = fetcher;
   if (!o.metrics_listen.empty()) {
     s->metrics_ = std::make_unique<ReplicaMetrics>(o.service.name, o.id);
     nopts.metrics = s->metrics_->node();
   }
-  auto rsm = raft::Rsm::Start(o.rsm, nopts, std::move(*storage), std::move(transport), &s->sm_);
+  auto rsm =
+      raft::Rsm::Start(o.rsm, nopts, std::move(*storage), std::move(transport), s->sm_.get());
   if (!rsm.ok()) {
     return absl::Status(rsm.status().code(),
                         absl::StrCat("starting raft: ", rsm.status().message()));
@@ -366,9 +416,12 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
   service.addresses = o.client_endpoints.empty() ? o.peers : o.client_endpoints;
   service.raft_address_serves_clients = o.listen_peer.empty();
   if (s->metrics_) service.request_metrics = s->metrics_->requests();
-  s->context_ = std::make_unique<ReplicaContext>(std::move(service), s->rsm_.get(), &s->sm_);
+  s->context_ = std::make_unique<ReplicaContext>(std::move(service), s->rsm_.get(), s->sm_.get());
   s->replica_service_ = std::make_unique<ReplicaServiceImpl>(s->context_.get());
   (s->peer_server_ ? *s->peer_server_ : s->server_).AddService(s->transport_->service());
+  if (s->snapshot_files_) {
+    (s->peer_server_ ? *s->peer_server_ : s->server_).AddService(s->snapshot_files_.get());
+  }
   s->server_.AddService(s->replica_service_.get());
   return s;
 }
@@ -394,7 +447,7 @@ absl::Status ReplicaServer::Serve() {
                 options_.data_dir, options_.peers.size());
   if (metrics_) {
     if (absl::Status st =
-            metrics_->Serve(options_.metrics_listen, rsm_.get(), &sm_, &context_->options());
+            metrics_->Serve(options_.metrics_listen, rsm_.get(), sm_.get(), &context_->options());
         !st.ok()) {
       return st;
     }

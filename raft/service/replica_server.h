@@ -25,11 +25,13 @@
 #include "common/grpc_server.h"
 #include "common/systemd_notify.h"
 #include "common/tls.h"
+#include "raft/rsm/disk_state.h"
 #include "raft/rsm/rsm.h"
 #include "raft/rsm/session_state_machine.h"
 #include "raft/service/peer_identity.h"
 #include "raft/service/replica_metrics.h"
 #include "raft/service/replica_service.h"
+#include "raft/service/snapshot_files.h"
 #include "raft/transport/grpc_transport.h"
 #include "spdlog/spdlog.h"
 
@@ -84,6 +86,15 @@ struct ReplicaServerOptions {
   // is first used, and a restart with other values is refused with a message
   // naming both. Default: none.
   std::vector<std::pair<std::string, std::string>> fixed_parameters;
+  // Keep the state machine's state in RocksDB under DATA_DIR/state
+  // (raft/rsm/disk_state.h), with checkpoints as snapshots; false: in memory,
+  // serialized whole into each snapshot. Default: true.
+  bool state_on_disk = true;
+  // Memory of the state on disk (dir is filled in by Start).
+  DiskStateOptions disk;
+  // Pace of each snapshot file transfer served to a peer. Unit: bytes per
+  // second. 0 (default): unpaced.
+  uint64_t snapshot_send_bytes_per_second = 0;
   // HOST:PORT of the Prometheus endpoint (http://HOST:PORT/metrics; port 0
   // picks one, see metrics_port()). "" (default): no metrics.
   std::string metrics_listen;
@@ -93,7 +104,8 @@ struct ReplicaServerOptions {
 // replica_server.cc: --id, --peers, --data-dir, --listen,
 // --snapshot-threshold-bytes, --tick-interval, --election-ticks,
 // --heartbeat-ticks, --request-timeout, --session-ttl, --max-sessions,
-// --max-clock-skew, --grpc-max-threads, --shutdown-deadline, --listen-peer,
+// --max-clock-skew, --block-cache-bytes, --memtable-bytes,
+// --snapshot-send-bytes-per-second, --grpc-max-threads, --shutdown-deadline, --listen-peer,
 // --client-endpoints, --tls-*, --peer-tls-*). `service` is
 // the name Status reports ("kvraft"). InvalidArgument with a message naming
 // the flag.
@@ -173,7 +185,11 @@ class ReplicaServer {
   std::unique_ptr<PeerIdentity> identity_;
   // Before the Rsm and the context, which use its metrics.
   std::unique_ptr<ReplicaMetrics> metrics_;
-  SessionStateMachine sm_;
+  // The state on disk (null in memory mode), before the state machine that
+  // uses it.
+  std::unique_ptr<DiskState> disk_;
+  std::unique_ptr<SessionStateMachine> sm_;
+  std::unique_ptr<SnapshotFilesService> snapshot_files_;
   raft::GrpcTransport* transport_ = nullptr;  // owned by the Rsm's Node
   std::unique_ptr<raft::Rsm> rsm_;
   std::unique_ptr<ReplicaContext> context_;

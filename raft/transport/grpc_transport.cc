@@ -218,6 +218,12 @@ GrpcTransport::Peer* GrpcTransport::AddPeerLocked(uint64_t id, const std::string
   return p;
 }
 
+std::string GrpcTransport::PeerAddress(uint64_t id) const {
+  absl::MutexLock lock(&peers_mu_);
+  auto it = peers_.find(id);
+  return it == peers_.end() ? std::string() : it->second->address;
+}
+
 void GrpcTransport::UpdatePeers(const std::map<uint64_t, std::string>& peers) {
   std::vector<Peer*> start;
   {

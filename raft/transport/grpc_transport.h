@@ -92,6 +92,9 @@ class GrpcTransport : public Transport {
   void UpdatePeers(const std::map<uint64_t, std::string>& peers) override;
   void Stop() override;
 
+  // The address of a peer ("" if unknown).
+  std::string PeerAddress(uint64_t id) const;
+
   // The server half; must outlive the gRPC server it is added to.
   grpc::Service* service();
   // Ends the peers' streams into service() (and refuses new ones), so that a

@@ -1,0 +1,229 @@
+// DiskState (raft/rsm/disk_state.h): the pending batch and what a crash
+// keeps, checkpoints, restoring one elsewhere, and that an interrupted or
+// failed restore leaves the old state whole.
+#include "raft/rsm/disk_state.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/files.h"
+#include "gtest/gtest.h"
+
+namespace ds::rsm {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "disk-state-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { (void)common::RemoveTree(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::unique_ptr<DiskState> MustOpen(const std::string& dir) {
+  auto s = DiskState::Open({.dir = dir, .block_cache_bytes = 8 << 20, .memtable_bytes = 1 << 20});
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+std::vector<std::pair<std::string, std::string>> All(const AppState& state) {
+  std::vector<std::pair<std::string, std::string>> out;
+  state.Scan("", "", [&out](std::string_view k, std::string_view v) {
+    out.emplace_back(k, v);
+    return true;
+  });
+  return out;
+}
+
+std::string Key(int i) { return absl::StrFormat("k%06d", i); }
+
+// Copies checkpoint `name` from one state's snapshots directory to another's,
+// as the fetcher would.
+void CopyCheckpoint(const DiskState& from, const DiskState& to, const std::string& name) {
+  std::filesystem::copy(from.snapshots_dir() + "/" + name, to.snapshots_dir() + "/" + name);
+}
+
+TEST(DiskState, WritesAreVisibleToTheWriterAtOnceAndDurableOnlyWithTheirBatch) {
+  TempDir dir;
+  {
+    auto s = MustOpen(dir.path());
+    s->app()->Put("a", "1");
+    s->PutMeta("applied", "1");
+    EXPECT_EQ(s->app()->Get("a"), "1");
+    s->Commit();
+    s->app()->Put("b", "2");  // never committed: a crash loses it
+    s->app()->Delete("a");
+    EXPECT_EQ(s->app()->Get("a"), std::nullopt);
+    EXPECT_EQ(s->app()->Get("b"), "2");
+  }
+  auto s = MustOpen(dir.path());
+  EXPECT_EQ(s->app()->Get("a"), "1");
+  EXPECT_EQ(s->app()->Get("b"), std::nullopt);
+  EXPECT_EQ(s->GetMeta("applied"), "1");
+  EXPECT_EQ(s->app()->Get("applied"), std::nullopt) << "the session layer's keys are apart";
+}
+
+TEST(DiskState, ScanSeesCommittedAndPendingWritesInOrderAndDeleteRangeRemovesBoth) {
+  TempDir dir;
+  auto s = MustOpen(dir.path());
+  for (int i = 0; i < 10; i += 2) s->app()->Put(Key(i), "old");
+  s->Commit();
+  for (int i = 1; i < 10; i += 2) s->app()->Put(Key(i), "new");
+  s->app()->Delete(Key(4));
+  std::vector<std::string> keys;
+  s->app()->Scan(Key(2), Key(8), [&keys](std::string_view k, std::string_view) {
+    keys.emplace_back(k);
+    return true;
+  });
+  EXPECT_EQ(keys, (std::vector<std::string>{Key(2), Key(3), Key(5), Key(6), Key(7)}));
+  s->app()->DeleteRange(Key(3), Key(7));
+  s->Commit();
+  keys.clear();
+  for (const auto& [k, v] : All(*s->app())) keys.push_back(k);
+  EXPECT_EQ(keys, (std::vector<std::string>{Key(0), Key(1), Key(2), Key(7), Key(8), Key(9)}));
+}
+
+TEST(DiskState, ACheckpointRestoredOnAnotherReplicaIsTheCommittedStateAtItsIndex) {
+  TempDir a_dir, b_dir;
+  auto a = MustOpen(a_dir.path());
+  auto b = MustOpen(b_dir.path());
+  // Enough data for several SST files (1 MiB memtables).
+  const std::string value(1000, 'v');
+  for (int i = 0; i < 5000; ++i) {
+    a->app()->Put(Key(i), value);
+    if (i % 500 == 499) a->Commit();
+  }
+  a->PutMeta("applied", "7");
+  b->app()->Put("only-in-b", "x");
+  b->Commit();
+  auto m = a->Checkpoint(7);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->applied_index(), 7u);
+  EXPECT_EQ(m->source_id(), a->id());
+  EXPECT_GT(m->files_size(), 3);
+  // A keeps writing: the checkpoint does not move.
+  a->app()->Put(Key(0), "changed after the checkpoint");
+  a->Commit();
+
+  CopyCheckpoint(*a, *b, m->name());
+  const uint64_t b_id = b->id();
+  ASSERT_TRUE(b->Restore(*m).ok());
+  EXPECT_NE(b->id(), a->id()) << "a restored state has an identity of its own";
+  EXPECT_NE(b->id(), b_id);
+  EXPECT_EQ(b->GetMeta("applied"), "7");
+  EXPECT_EQ(b->app()->Get("only-in-b"), std::nullopt);
+  EXPECT_EQ(b->app()->Get(Key(0)), value);
+  EXPECT_EQ(All(*b->app()).size(), 5000u);
+  // The switch is durable; the old live directory is gone.
+  const uint64_t restored_id = b->id();
+  b.reset();
+  b = MustOpen(b_dir.path());
+  EXPECT_EQ(b->id(), restored_id);
+  EXPECT_EQ(All(*b->app()).size(), 5000u);
+  int live_dirs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(b_dir.path())) {
+    live_dirs += e.path().filename().string().rfind("db-", 0) == 0;
+  }
+  EXPECT_EQ(live_dirs, 1);
+  // The checkpoint itself is untouched by the restored state's writes.
+  b->app()->Put(Key(1), "b writes");
+  b->Commit();
+  auto again = DiskState::Open({.dir = a_dir.path() + "-copy"});
+  ASSERT_TRUE(again.ok());
+  std::filesystem::copy(b->snapshots_dir() + "/" + m->name(),
+                        (*again)->snapshots_dir() + "/" + m->name());
+  ASSERT_TRUE((*again)->Restore(*m).ok());
+  EXPECT_EQ((*again)->app()->Get(Key(1)), value);
+  again->reset();
+  (void)common::RemoveTree(a_dir.path() + "-copy");
+}
+
+TEST(DiskState, ARestoreFromAnIncompleteCheckpointFailsAndKeepsTheOldState) {
+  TempDir a_dir, b_dir;
+  auto a = MustOpen(a_dir.path());
+  auto b = MustOpen(b_dir.path());
+  for (int i = 0; i < 100; ++i) a->app()->Put(Key(i), "a");
+  b->app()->Put("mine", "b");
+  a->Commit();
+  b->Commit();
+  auto m = a->Checkpoint(3);
+  ASSERT_TRUE(m.ok());
+  CopyCheckpoint(*a, *b, m->name());
+  // One file short (a transfer that never finished).
+  const std::string victim = absl::StrCat(b->snapshots_dir(), "/", m->name(), "/",
+                                          m->files(m->files_size() - 1).name());
+  ASSERT_EQ(truncate(victim.c_str(), 1), 0);
+  EXPECT_FALSE(b->Restore(*m).ok());
+  EXPECT_EQ(b->app()->Get("mine"), "b");
+  b.reset();
+  b = MustOpen(b_dir.path());
+  EXPECT_EQ(b->app()->Get("mine"), "b");
+  EXPECT_EQ(b->app()->Get(Key(0)), std::nullopt);
+}
+
+TEST(DiskState, OpenDropsWhatAnInterruptedRestoreLeftAndKeepsTheNamedState) {
+  TempDir dir;
+  {
+    auto s = MustOpen(dir.path());
+    s->app()->Put("k", "live");
+    s->Commit();
+  }
+  // A restore that crashed before switching CURRENT_DB: a half-built
+  // directory and a complete one that nothing names.
+  std::filesystem::create_directories(dir.path() + "/db-7.tmp");
+  ASSERT_TRUE(common::WriteFileDurably(dir.path() + "/db-7.tmp/000001.sst", "torn").ok());
+  std::filesystem::create_directories(dir.path() + "/db-8");
+  ASSERT_TRUE(common::WriteFileDurably(dir.path() + "/db-8/CURRENT", "MANIFEST-000001\n").ok());
+  auto s = MustOpen(dir.path());
+  EXPECT_EQ(s->app()->Get("k"), "live");
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/db-7.tmp"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/db-8"));
+}
+
+TEST(DiskState, OldCheckpointsAndPartialDownloadsAreDropped) {
+  TempDir dir;
+  auto s = MustOpen(dir.path());
+  s->app()->Put("k", "v");
+  s->Commit();
+  auto m5 = s->Checkpoint(5);
+  auto m9 = s->Checkpoint(9);
+  ASSERT_TRUE(m5.ok() && m9.ok());
+  const std::string partial_old = s->snapshots_dir() + "/ckpt-00000000000000000007-00000000000000aa.partial";
+  const std::string partial_new = s->snapshots_dir() + "/ckpt-00000000000000000012-00000000000000aa.partial";
+  std::filesystem::create_directories(partial_old);
+  std::filesystem::create_directories(partial_new);
+  s->DropCheckpointsBefore(9);
+  EXPECT_FALSE(std::filesystem::exists(s->snapshots_dir() + "/" + m5->name()));
+  EXPECT_TRUE(std::filesystem::exists(s->snapshots_dir() + "/" + m9->name()));
+  EXPECT_FALSE(std::filesystem::exists(partial_old));
+  EXPECT_TRUE(std::filesystem::exists(partial_new)) << "a newer snapshot may still be arriving";
+}
+
+TEST(DiskState, ManifestsRoundTripAndOtherSnapshotDataIsNotOne) {
+  pb::CheckpointManifest m;
+  m.set_name("ckpt-1-2");
+  m.add_files()->set_name("000001.sst");
+  auto back = DecodeManifest(EncodeManifest(m));
+  ASSERT_TRUE(back.ok() && back->has_value());
+  EXPECT_EQ((*back)->name(), "ckpt-1-2");
+  auto other = DecodeManifest(std::string("\x10\0\0\0\0\0\0\0", 8));
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->has_value());
+  m.mutable_files(0)->set_name("../../etc/passwd");
+  EXPECT_FALSE(DecodeManifest(EncodeManifest(m)).ok()) << "file names are plain names";
+}
+
+}  // namespace
+}  // namespace ds::rsm
