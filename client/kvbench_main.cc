@@ -34,6 +34,12 @@ ABSL_FLAG(absl::Duration, duration, absl::Seconds(30), "How long to run.");
 ABSL_FLAG(int, value_size, 256, "Bytes per written value.");
 ABSL_FLAG(double, read_ratio, 0.5, "Fraction of operations that are (linearizable) Gets, 0..1.");
 ABSL_FLAG(int, keys, 10000, "Number of distinct keys, chosen uniformly.");
+ABSL_FLAG(bool, random_values, false,
+          "Write random (incompressible) values, a different one per write, instead of the "
+          "same bytes every time.");
+ABSL_FLAG(bool, fill, false,
+          "Load a dataset instead: write every key of --keys exactly once, in order, then stop "
+          "(or at --duration). Ignores --read-ratio.");
 ABSL_FLAG(int, skip_shard, -1,
           "With --controllers: never use keys of this shard (to measure the other shards while "
           "it moves between groups). -1: use every key.");
@@ -218,6 +224,15 @@ int main(int argc, char** argv) {
   std::atomic<bool> stop{false};
   absl::BlockingCounter finished(clients);
   const std::string value(value_size, 'v');
+  // --random-values: each write takes value_size bytes at a random offset of
+  // a random buffer (made once, so no time goes to generating them).
+  const bool random_values = absl::GetFlag(FLAGS_random_values);
+  std::string random_pool;
+  if (random_values) {
+    absl::BitGen gen;
+    random_pool.resize(static_cast<size_t>(value_size) + (1 << 20));
+    for (char& ch : random_pool) ch = static_cast<char>(absl::Uniform<int>(gen, 0, 256));
+  }
   const absl::Time start = absl::Now();
   const absl::Time end = start + duration;
 
@@ -254,16 +269,20 @@ int main(int argc, char** argv) {
     }
   }
   std::vector<Client> cs(clients);
+  const bool fill = absl::GetFlag(FLAGS_fill);
+  std::atomic<int> next_fill{0};
   std::function<void(int)> next = [&](int i) {
     Client& c = cs[i];
-    if (stop.load(std::memory_order_relaxed) || absl::Now() >= end) {
+    const int filled = fill ? next_fill.fetch_add(1, std::memory_order_relaxed) : 0;
+    if (stop.load(std::memory_order_relaxed) || absl::Now() >= end || filled >= keys) {
       finished.DecrementCount();
       return;
     }
-    const int k = usable.empty() ? absl::Uniform(c.rng, 0, keys)
-                                 : usable[absl::Uniform<size_t>(c.rng, 0, usable.size())];
+    const int k = fill            ? filled
+                  : usable.empty() ? absl::Uniform(c.rng, 0, keys)
+                                   : usable[absl::Uniform<size_t>(c.rng, 0, usable.size())];
     std::string key = absl::StrFormat("key-%08d", k);
-    c.read = absl::Bernoulli(c.rng, read_ratio);
+    c.read = !fill && absl::Bernoulli(c.rng, read_ratio);
     c.t0 = absl::Now();
     auto record = [&, i](const absl::Status& st) {
       Client& c = cs[i];
@@ -282,7 +301,11 @@ int main(int argc, char** argv) {
       c.clerk->Get(std::move(key),
                    [record](absl::StatusOr<ds::client::GetResult> r) { record(r.status()); });
     } else {
-      c.clerk->Put(std::move(key), value, record);
+      c.clerk->Put(std::move(key),
+                   random_values ? random_pool.substr(absl::Uniform<size_t>(c.rng, 0, 1 << 20),
+                                                      static_cast<size_t>(value_size))
+                                 : value,
+                   record);
     }
   };
   for (int i = 0; i < clients; ++i) cs[i].clerk = clients_of.Make(i % conns);
@@ -290,11 +313,16 @@ int main(int argc, char** argv) {
   // Progress line every 5 s.
   int64_t last_ops = 0;
   absl::Time last = start;
-  while (absl::Now() < end) {
-    absl::SleepFor(std::min(absl::Seconds(5), end - absl::Now()));
+  // A fill ends once every client found no key left.
+  auto filled_all = [&] { return fill && next_fill.load() >= keys + clients; };
+  while (absl::Now() < end && !filled_all()) {
+    const absl::Time report = std::min(end, absl::Now() + absl::Seconds(5));
+    while (absl::Now() < report && !filled_all()) {
+      absl::SleepFor(std::min(absl::Milliseconds(100), report - absl::Now()));
+    }
     absl::Time now = absl::Now();
     int64_t ops = done_ops.load();
-    if (now < end) {
+    if (now < end && !filled_all()) {
       std::fprintf(stderr, "kvbench: %.0fs elapsed, %lld ops, %.0f ops/s now\n",
                    absl::ToDoubleSeconds(now - start), static_cast<long long>(ops),
                    (ops - last_ops) / absl::ToDoubleSeconds(now - last));
