@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
       finished.DecrementCount();
       return;
     }
-    const int k = fill            ? filled
+    const int k = fill             ? filled
                   : usable.empty() ? absl::Uniform(c.rng, 0, keys)
                                    : usable[absl::Uniform<size_t>(c.rng, 0, usable.size())];
     std::string key = absl::StrFormat("key-%08d", k);

@@ -21,30 +21,47 @@ absl::StatusOr<std::string> KvStateMachine::Apply(std::string_view command,
   return result->SerializeAsString();
 }
 
-absl::StatusOr<pb::KvResult> KvStateMachine::Execute(const pb::KvCommand& cmd) {
+namespace {
+
+std::string Join(std::string_view prefix, std::string_view key) {
+  std::string out;
+  out.reserve(prefix.size() + key.size());
+  out.append(prefix.data(), prefix.size());
+  out.append(key.data(), key.size());
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<pb::KvResult> ExecuteOn(rsm::AppState& state, std::string_view prefix,
+                                       const pb::KvCommand& cmd, int64_t* key_delta) {
   pb::KvResult result;
+  const std::string key = Join(prefix, cmd.key());
   switch (cmd.op()) {
     case pb::OP_GET:
       // Only when a read goes through the log; it changes nothing.
-      return Get(cmd.key());
+      return GetFrom(state, prefix, cmd.key());
     case pb::OP_PUT:
-      state_->Put(cmd.key(), cmd.value());
+      if (key_delta != nullptr && !state.Get(key)) ++*key_delta;
+      state.Put(key, cmd.value());
       break;
     case pb::OP_APPEND: {
       // 6.824: appending to a missing key acts like Put.
-      std::optional<std::string> value = state_->Get(cmd.key());
+      std::optional<std::string> value = state.Get(key);
       if (!value) {
-        state_->Put(cmd.key(), cmd.value());
+        if (key_delta != nullptr) ++*key_delta;
+        state.Put(key, cmd.value());
       } else {
         value->append(cmd.value());
-        state_->Put(cmd.key(), *value);
+        state.Put(key, *value);
       }
       break;
     }
     case pb::OP_DELETE:
-      if (state_->Get(cmd.key())) {
+      if (state.Get(key)) {
         result.set_found(true);
-        state_->Delete(cmd.key());
+        if (key_delta != nullptr) --*key_delta;
+        state.Delete(key);
       }
       break;
     default:
@@ -53,14 +70,20 @@ absl::StatusOr<pb::KvResult> KvStateMachine::Execute(const pb::KvCommand& cmd) {
   return result;
 }
 
-pb::KvResult KvStateMachine::Get(std::string_view key) const {
+pb::KvResult GetFrom(const rsm::AppState& state, std::string_view prefix, std::string_view key) {
   pb::KvResult result;
-  if (std::optional<std::string> value = state_->Get(key)) {
+  if (std::optional<std::string> value = state.Get(Join(prefix, key))) {
     result.set_found(true);
     *result.mutable_value() = std::move(*value);
   }
   return result;
 }
+
+absl::StatusOr<pb::KvResult> KvStateMachine::Execute(const pb::KvCommand& cmd) {
+  return ExecuteOn(*state_, "", cmd);
+}
+
+pb::KvResult KvStateMachine::Get(std::string_view key) const { return GetFrom(*state_, "", key); }
 
 void KvStateMachine::SnapshotTo(std::string* out) const {
   pb::KvSnapshot snapshot;

@@ -23,6 +23,15 @@
 
 namespace ds::kv {
 
+// 6.824's Get/Put/Append/Delete of `cmd` on the keys of `state` stored under
+// `prefix` + key (kvraft: no prefix; shardkv: the shard's). `key_delta` (if
+// not null) gets the keys created minus the keys deleted. InvalidArgument
+// (and no change) for OP_UNSPECIFIED or an unknown operation.
+absl::StatusOr<pb::KvResult> ExecuteOn(rsm::AppState& state, std::string_view prefix,
+                                       const pb::KvCommand& cmd, int64_t* key_delta = nullptr);
+// The value of `prefix` + `key`: found=false and value="" if missing.
+pb::KvResult GetFrom(const rsm::AppState& state, std::string_view prefix, std::string_view key);
+
 class KvStateMachine final : public rsm::Application {
  public:
   // Uses a state of its own in memory until a SessionStateMachine attaches

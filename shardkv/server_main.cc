@@ -77,9 +77,6 @@ int main(int argc, char** argv) {
   if (!options.ok()) return ds::rsm::FailStart(kProgram, options.status());
   // A data directory belongs to one group for good.
   options->fixed_parameters = {{"gid", absl::StrCat(gid)}};
-  // The shards' keys are still kept in memory and serialized whole into each
-  // snapshot: shardkv does not use the state on disk yet (docs/shardkv.md).
-  options->state_on_disk = false;
 
   ds::shardkv::ShardKvStateMachine sm(gid);
   options->service.status_extra = [&sm](ds::rsm::pb::StatusResponse* resp) {

@@ -29,8 +29,16 @@
 // group. Every internal command carries its configuration number and is
 // idempotent: stale, duplicated and replayed ones change nothing.
 //
-// Pure and deterministic; not thread-safe except view(), which the driver and
-// Status read from other threads.
+// The shards' keys live in the rsm::AppState the session layer attaches (in
+// memory, or RocksDB in shardkv-server): shard S's key K is "d" + S (4 bytes,
+// big-endian) + K, so one shard is one key range: migration reads it in
+// chunks, garbage collection deletes the range. A pulled shard's chunks are
+// written straight into its range (it is not served until InstallDone). The
+// configurations and shard states (a few KB) are kept in memory and written
+// under "M" with each batch.
+//
+// Deterministic; not thread-safe except view(), which the driver and Status
+// read from other threads.
 #pragma once
 
 #include <atomic>
@@ -44,9 +52,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "kvraft/kv_store.h"
 #include "proto/rsm.pb.h"
 #include "proto/shardkv.pb.h"
+#include "raft/rsm/app_state.h"
 #include "raft/rsm/session_state_machine.h"
 
 namespace ds::shardkv {
@@ -63,8 +71,13 @@ class ShardKvStateMachine final : public rsm::Application {
   // shard not served here, kInvalidArgument for malformed commands.
   absl::StatusOr<std::string> Apply(std::string_view command,
                                     const rsm::ApplyContext& context) override;
+  // pb::ShardKvSnapshot with every shard's pairs (the in-memory form; a
+  // shard being pulled has its pairs as `staged`).
   void SnapshotTo(std::string* out) const override;
   absl::Status Restore(std::string_view snapshot) override;
+  bool data_in_app_state() const override { return true; }
+  void Attach(rsm::AppState* state) override;
+  void SaveToState() override;
 
   // A read at the read point: the key's value, or kFailedPrecondition if its
   // shard is not served here.
@@ -102,9 +115,9 @@ class ShardKvStateMachine final : public rsm::Application {
     pb::ShardState state = pb::SHARD_NOT_OWNED;
     // Keys held, readable from any thread (for Status).
     std::shared_ptr<std::atomic<uint64_t>> keys = std::make_shared<std::atomic<uint64_t>>(0);
-    kv::KvStore data;
+    uint64_t key_count = 0;
     uint64_t staged_chunks = 0;
-    kv::KvStore staged;
+    std::string last_staged_key;
   };
 
   absl::StatusOr<std::string> ApplyKv(const kv::pb::KvCommand& cmd);
@@ -117,8 +130,17 @@ class ShardKvStateMachine final : public rsm::Application {
   absl::StatusOr<uint32_t> ServingShard(std::string_view key) const;
   bool SettledLocked() const;
   void PublishView() ABSL_LOCKS_EXCLUDED(view_mu_);
+  // Removes every key of shard `s`.
+  void ClearShard(uint32_t s);
+  // Configurations and shard states, without the pairs (the "M" record).
+  pb::ShardKvSnapshot Meta() const;
+  // Checks `snap` against this group; nothing changes.
+  absl::Status Check(const pb::ShardKvSnapshot& snap) const;
+  void LoadMeta(pb::ShardKvSnapshot& snap);
 
   const uint64_t gid_;
+  rsm::MemoryAppState own_;  // until the session layer attaches one
+  rsm::AppState* state_ = &own_;
   ctrl::pb::Config current_;
   ctrl::pb::Config previous_;
   std::vector<Shard> shards_;  // one per shard of current_

@@ -5,9 +5,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <limits>
-#include <cstring>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -67,7 +67,8 @@ std::string EncodeManifest(const pb::CheckpointManifest& manifest) {
 
 absl::StatusOr<std::optional<pb::CheckpointManifest>> DecodeManifest(std::string_view in) {
   absl::string_view data(in.data(), in.size());
-  if (!absl::ConsumePrefix(&data, absl::string_view(kManifestMagic.data(), kManifestMagic.size()))) {
+  if (!absl::ConsumePrefix(&data,
+                           absl::string_view(kManifestMagic.data(), kManifestMagic.size()))) {
     return std::nullopt;
   }
   pb::CheckpointManifest manifest;
@@ -249,7 +250,8 @@ absl::Status DiskState::OpenLive(const std::string& name) {
   rocksdb::DB* opened = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db, Path(name), &opened);
   if (!s.ok()) {
-    return absl::InternalError(absl::StrCat("cannot open state in ", Path(name), ": ", s.ToString()));
+    return absl::InternalError(
+        absl::StrCat("cannot open state in ", Path(name), ": ", s.ToString()));
   }
   CloseLive();
   db_ = opened;

@@ -178,6 +178,7 @@ void SessionStateMachine::FinishBatch() {
       disk_->DeleteMeta(SessionKey(id));
     }
   }
+  if (app_->data_in_app_state()) app_->SaveToState();
   if (app_changed_) {
     std::string bytes;
     app_->SnapshotTo(&bytes);

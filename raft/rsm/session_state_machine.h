@@ -73,6 +73,10 @@ class Application {
   // every batch that changed it (fine for small states: the controller's).
   virtual bool data_in_app_state() const { return false; }
   virtual void Attach(AppState* state) { (void)state; }
+  // Such an application writes what it keeps in memory about its data (a
+  // few KB: shardkv's configuration and shard states) to its AppState here,
+  // just before each batch is written.
+  virtual void SaveToState() {}
 };
 
 class SessionStateMachine final : public raft::StateMachine {

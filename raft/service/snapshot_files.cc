@@ -9,9 +9,9 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
-#include "absl/time/clock.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/files.h"
 #include "raft/rsm/disk_state.h"
 
@@ -42,11 +42,11 @@ grpc::Status SnapshotFilesService::Fetch(grpc::ServerContext* ctx,
   const std::string path = absl::StrCat(dir_, "/", request->checkpoint(), "/", request->file());
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return errno == ENOENT ? grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                          absl::StrCat("no checkpoint file ", request->checkpoint(),
-                                                       "/", request->file(),
-                                                       " (replaced by a newer snapshot?)"))
-                           : grpc::Status(grpc::StatusCode::INTERNAL, "cannot open " + path);
+    return errno == ENOENT
+               ? grpc::Status(grpc::StatusCode::NOT_FOUND,
+                              absl::StrCat("no checkpoint file ", request->checkpoint(), "/",
+                                           request->file(), " (replaced by a newer snapshot?)"))
+               : grpc::Status(grpc::StatusCode::INTERNAL, "cannot open " + path);
   }
   const uint64_t chunk = rate_ > 0 ? std::clamp<uint64_t>(rate_ / 10, 4096, chunk_) : chunk_;
   std::string buf(chunk, '\0');
@@ -130,9 +130,8 @@ void SnapshotFetcher::Run() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](SnapshotFetcher* f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) {
-            return f->stop_ || f->wanted_.has_value();
-          },
+          +[](SnapshotFetcher* f)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(f->mu_) { return f->stop_ || f->wanted_.has_value(); },
           this));
       if (stop_) return;
       w = std::move(*wanted_);
@@ -269,8 +268,8 @@ bool SnapshotFetcher::Fetch(const Wanted& w) {
       received += got > offset ? got - offset : 0;
       if (absl::Now() - last_report > absl::Seconds(5)) {
         last_report = absl::Now();
-        options_.logger->info("fetching snapshot {}: {:.1f} of {:.1f} MiB", m.name(),
-                              MiB(received), MiB(total));
+        options_.logger->info("fetching snapshot {}: {:.1f} of {:.1f} MiB", m.name(), MiB(received),
+                              MiB(total));
       }
       if (st.ok() && got == f.size()) break;
       if (Superseded()) return false;

@@ -110,7 +110,7 @@ class SnapshotFetcher final : public raft::SnapshotGate {
   mutable absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<Wanted> wanted_ ABSL_GUARDED_BY(mu_);  // the newest manifest not yet taken
-  std::string fetching_ ABSL_GUARDED_BY(mu_);           // name being fetched
+  std::string fetching_ ABSL_GUARDED_BY(mu_);          // name being fetched
   uint64_t fetching_index_ ABSL_GUARDED_BY(mu_) = 0;
   grpc::ClientContext* call_ ABSL_GUARDED_BY(mu_) = nullptr;
   Stats stats_ ABSL_GUARDED_BY(mu_);

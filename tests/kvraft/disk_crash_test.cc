@@ -158,13 +158,14 @@ TEST(KvraftDiskCrash, ASnapshotFetchSurvivesKillsOfTheReceiverAndOfTheSender) {
     const size_t at = log.find("fetched snapshot");
     const size_t colon = log.find(": ", at);
     double received = 0;
-    ASSERT_TRUE(absl::SimpleAtod(log.substr(colon + 2, log.find(' ', colon + 2) - colon - 2),
-                                 &received))
+    ASSERT_TRUE(
+        absl::SimpleAtod(log.substr(colon + 2, log.find(' ', colon + 2) - colon - 2), &received))
         << log.substr(at, 200);
     const size_t fa = log.find("fetching snapshot");
     const size_t files = log.find("files, ", fa);
     double total = 0;
-    ASSERT_TRUE(absl::SimpleAtod(log.substr(files + 7, log.find(' ', files + 7) - files - 7), &total))
+    ASSERT_TRUE(
+        absl::SimpleAtod(log.substr(files + 7, log.find(' ', files + 7) - files - 7), &total))
         << log.substr(fa, 200);
     EXPECT_LT(received, total - 0.9) << "the second fetch started over";
   }

@@ -88,9 +88,7 @@ struct DiskReplica {
 };
 
 // Short TTL and few sessions, so expiry and eviction happen in the log.
-rsm::SessionOptions Sessions() {
-  return {.session_ttl = absl::Seconds(30), .max_sessions = 4};
-}
+rsm::SessionOptions Sessions() { return {.session_ttl = absl::Seconds(30), .max_sessions = 4}; }
 
 std::string Outcome(const absl::StatusOr<std::string>& r) {
   return r.ok() ? "ok:" + *r : r.status().ToString();

@@ -162,8 +162,8 @@ TEST(DiskState, ARestoreFromAnIncompleteCheckpointFailsAndKeepsTheOldState) {
   ASSERT_TRUE(m.ok());
   CopyCheckpoint(*a, *b, m->name());
   // One file short (a transfer that never finished).
-  const std::string victim = absl::StrCat(b->snapshots_dir(), "/", m->name(), "/",
-                                          m->files(m->files_size() - 1).name());
+  const std::string victim =
+      absl::StrCat(b->snapshots_dir(), "/", m->name(), "/", m->files(m->files_size() - 1).name());
   ASSERT_EQ(truncate(victim.c_str(), 1), 0);
   EXPECT_FALSE(b->Restore(*m).ok());
   EXPECT_EQ(b->app()->Get("mine"), "b");
@@ -200,8 +200,10 @@ TEST(DiskState, OldCheckpointsAndPartialDownloadsAreDropped) {
   auto m5 = s->Checkpoint(5);
   auto m9 = s->Checkpoint(9);
   ASSERT_TRUE(m5.ok() && m9.ok());
-  const std::string partial_old = s->snapshots_dir() + "/ckpt-00000000000000000007-00000000000000aa.partial";
-  const std::string partial_new = s->snapshots_dir() + "/ckpt-00000000000000000012-00000000000000aa.partial";
+  const std::string partial_old =
+      s->snapshots_dir() + "/ckpt-00000000000000000007-00000000000000aa.partial";
+  const std::string partial_new =
+      s->snapshots_dir() + "/ckpt-00000000000000000012-00000000000000aa.partial";
   std::filesystem::create_directories(partial_old);
   std::filesystem::create_directories(partial_new);
   s->DropCheckpointsBefore(9);

@@ -221,7 +221,8 @@ TEST_F(SnapshotFetchTest, TheServicePacesTransfersAndRefusesPathsOutsideItsDirec
     auto reader = stub->Fetch(&ctx, req);
     pb::FileChunk chunk;
     EXPECT_FALSE(reader->Read(&chunk));
-    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT) << ckpt << "/" << file;
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << ckpt << "/" << file;
   }
 }
 

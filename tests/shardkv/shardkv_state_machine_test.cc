@@ -9,8 +9,13 @@
 // it (HandoffDone).
 #include "shardkv/shardkv_state_machine.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <utility>
@@ -19,9 +24,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "gtest/gtest.h"
 #include "proto/kv.pb.h"
 #include "proto/shardkv.pb.h"
+#include "raft/rsm/disk_state.h"
 #include "raft/rsm/session_state_machine.h"
 #include "raft/rsm/session_table.h"
 #include "shardkv/key_shard.h"
@@ -1107,6 +1114,111 @@ TEST(ShardKvForgottenSessions, MergeDoesNotResurrectASessionTheNewOwnerForgot) {
   absl::StatusOr<std::string> retry = t.b.Submit(Append(KeyIn(7), "x"), &x2);
   EXPECT_EQ(retry.status().code(), absl::StatusCode::kAborted) << retry.status();
   EXPECT_EQ(t.b.Read(KeyIn(7)), "x") << "the Append was applied twice";
+}
+
+// ---------------------------------------------------------------------------
+// The state on disk (RocksDB): the same log applied in memory and on disk,
+// the disk replica crashing between batches, ends in the same state.
+// ---------------------------------------------------------------------------
+
+// Group 2's log: configuration 1, writes, configuration 2 gaining kMoved
+// from group 1 (pulled in small chunks), writes to it, the hand-off, then
+// configuration 3 giving shard 5 to group 1 and its garbage collection.
+std::vector<std::string> MigrationLog() {
+  TwoGroups t;  // group 1's side, to pull from
+  std::vector<pb::ShardKvCommand> cmds = {ConfigCmd(1, Split())};
+  for (uint32_t s = 5; s < kShards; ++s) {
+    for (int i = 0; i < 6; ++i) cmds.push_back(Append(KeyIn(s, i % 3), absl::StrCat(s, i, ";")));
+  }
+  cmds.push_back(ConfigCmd(2, Moved(Split(), kMoved, 2)));
+  for (auto& c : PullCommands(t.a.sm(), t.a.sessions(), 2, kMoved, 20)) cmds.push_back(c);
+  cmds.push_back(Append(KeyIn(kMoved, 0), "+moved"));
+  cmds.push_back(Kv(kv::pb::OP_DELETE, KeyIn(kMoved, 1)));
+  cmds.push_back(HandoffCmd(2, kMoved));
+  cmds.push_back(ConfigCmd(3, Moved(Moved(Split(), kMoved, 2), 5, 1)));
+  cmds.push_back(Put(KeyIn(6, 0), "after 3"));
+  cmds.push_back(DeleteCmd(3, 5));
+  std::vector<std::string> log;
+  for (size_t i = 0; i < cmds.size(); ++i) {
+    log.push_back(
+        rsm::EncodeCommand(nullptr, cmds[i].SerializeAsString(), kT0 + static_cast<int64_t>(i)));
+  }
+  return log;
+}
+
+struct DiskGroup {
+  explicit DiskGroup(const std::string& dir) : app(2) {
+    auto opened = rsm::DiskState::Open({.dir = dir, .memtable_bytes = 1 << 20});
+    EXPECT_TRUE(opened.ok()) << opened.status();
+    disk = std::move(*opened);
+    sm = std::make_unique<rsm::SessionStateMachine>(&app, rsm::SessionOptions{}, disk.get());
+    EXPECT_TRUE(sm->Open().ok());
+  }
+  ShardKvStateMachine app;
+  std::unique_ptr<rsm::DiskState> disk;
+  std::unique_ptr<rsm::SessionStateMachine> sm;
+};
+
+std::string Outcome(const absl::StatusOr<std::string>& r) {
+  return r.ok() ? "ok:" + *r : r.status().ToString();
+}
+
+TEST(ShardKvOnDisk, AMigrationAppliedOnDiskThroughCrashesEndsAsInMemory) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "shardkv-disk-XXXXXX").string();
+  const std::string dir = mkdtemp(tmpl.data());
+  const std::vector<std::string> log = MigrationLog();
+  ASSERT_GT(log.size(), 35u);
+  ShardKvStateMachine mem_app(2);
+  rsm::SessionStateMachine mem(&mem_app);
+  std::vector<std::string> want;
+  for (size_t i = 0; i < log.size(); ++i) want.push_back(Outcome(mem.Apply(log[i], i + 1)));
+  EXPECT_EQ(mem_app.view().states[kMoved], pb::SHARD_SERVING);
+  EXPECT_EQ(mem_app.view().states[5], pb::SHARD_NOT_OWNED);
+
+  std::mt19937 rng(4);
+  auto disk = std::make_unique<DiskGroup>(dir);
+  int crashes = 0;
+  while (disk->sm->applied_index() < log.size()) {
+    const size_t from = disk->sm->applied_index();
+    const size_t n = std::min<size_t>(1 + rng() % 8, log.size() - from);
+    for (size_t i = from; i < from + n; ++i) {
+      ASSERT_EQ(Outcome(disk->sm->Apply(log[i], i + 1)), want[i]) << "entry " << i + 1;
+    }
+    if (rng() % 4 == 0) {
+      disk.reset();  // kill -9: the batch was never written
+      disk = std::make_unique<DiskGroup>(dir);
+      ASSERT_EQ(disk->sm->applied_index(), from);
+      ++crashes;
+      continue;
+    }
+    disk->sm->FinishBatch();
+  }
+  EXPECT_GT(crashes, 3);
+  EXPECT_EQ(disk->sm->Snapshot(), mem.Snapshot());
+  const ShardKvStateMachine::View dv = disk->app.view(), mv = mem_app.view();
+  EXPECT_EQ(dv.states, mv.states);
+  EXPECT_EQ(dv.keys, mv.keys);
+  EXPECT_EQ(dv.keys[5], 0u) << "garbage collected";
+  // The shard handed off is one key range, gone from the disk.
+  int left = 0;
+  disk->disk->app()->Scan("d", "e", [&left](std::string_view k, std::string_view) {
+    left += k.substr(1, 4) == std::string("\0\0\0\5", 4);
+    return true;
+  });
+  EXPECT_EQ(left, 0);
+
+  // The in-memory form converts into a fresh state on disk (the upgrade).
+  const std::string old_form = mem.Snapshot();
+  disk.reset();
+  (void)common::RemoveTree(dir);
+  disk = std::make_unique<DiskGroup>(dir);
+  ASSERT_TRUE(disk->sm->Restore(old_form).ok());
+  disk.reset();
+  disk = std::make_unique<DiskGroup>(dir);
+  EXPECT_EQ(disk->sm->Snapshot(), old_form);
+  EXPECT_EQ(disk->app.view().keys, mv.keys);
+  disk.reset();
+  (void)common::RemoveTree(dir);
 }
 
 }  // namespace
