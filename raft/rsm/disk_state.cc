@@ -84,6 +84,20 @@ absl::StatusOr<std::optional<pb::CheckpointManifest>> DecodeManifest(std::string
   return manifest;
 }
 
+namespace {
+
+std::optional<rocksdb::CompressionType> Compression(const std::string& name) {
+  if (name == "none") return rocksdb::kNoCompression;
+  if (name == "snappy") return rocksdb::kSnappyCompression;
+  if (name == "lz4") return rocksdb::kLZ4Compression;
+  if (name == "zstd") return rocksdb::kZSTD;
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool IsCompressionName(const std::string& name) { return Compression(name).has_value(); }
+
 bool IsPlainName(std::string_view name) {
   return !name.empty() && name != "." && name != ".." &&
          name.find_first_of(std::string_view("/\0", 2)) == std::string_view::npos;
@@ -183,6 +197,10 @@ void DiskState::Fail(const std::string& what, const std::string& why) const {
 
 absl::StatusOr<std::unique_ptr<DiskState>> DiskState::Open(DiskStateOptions options) {
   if (options.dir.empty()) return absl::InvalidArgumentError("state directory not set");
+  if (!IsCompressionName(options.compression)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown compression \"", options.compression, "\" (none, snappy, lz4 or zstd)"));
+  }
   std::error_code ec;
   std::filesystem::create_directories(options.dir + "/" + kSnapshotsDir, ec);
   if (ec) {
@@ -241,6 +259,7 @@ absl::Status DiskState::OpenLive(const std::string& name) {
   rocksdb::Options db;
   db.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   db.write_buffer_size = options_.memtable_bytes;
+  db.compression = Compression(options_.compression).value_or(rocksdb::kSnappyCompression);
   db.max_write_buffer_number = 2;
   db.level_compaction_dynamic_level_bytes = true;
   db.create_if_missing = true;

@@ -56,6 +56,9 @@ ABSL_FLAG(uint64_t, block_cache_bytes, 64ull << 20,
 ABSL_FLAG(uint64_t, memtable_bytes, 32ull << 20,
           "One memtable of the state on disk; up to two per column family are kept before "
           "they are flushed.");
+ABSL_FLAG(std::string, state_compression, "snappy",
+          "Compression of the state on disk: none, snappy, lz4 or zstd. none saves CPU when the "
+          "values do not compress (random or already compressed bytes).");
 ABSL_FLAG(uint64_t, snapshot_send_bytes_per_second, 0,
           "Pace of each snapshot file transfer this replica serves to a peer catching up; 0: "
           "as fast as the peer reads.");
@@ -142,6 +145,12 @@ absl::StatusOr<ReplicaServerOptions> ReplicaServerOptionsFromFlags(std::string p
   o.disk.memtable_bytes = absl::GetFlag(FLAGS_memtable_bytes);
   if (o.disk.memtable_bytes < (1 << 20)) {
     return absl::InvalidArgumentError("--memtable-bytes must be at least 1 MiB");
+  }
+  o.disk.compression = absl::GetFlag(FLAGS_state_compression);
+  if (!IsCompressionName(o.disk.compression)) {
+    return absl::InvalidArgumentError(absl::StrCat("--state-compression must be none, snappy, "
+                                                   "lz4 or zstd, not \"", o.disk.compression,
+                                                   "\""));
   }
   o.snapshot_send_bytes_per_second = absl::GetFlag(FLAGS_snapshot_send_bytes_per_second);
   o.grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);

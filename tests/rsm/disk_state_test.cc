@@ -213,6 +213,12 @@ TEST(DiskState, OldCheckpointsAndPartialDownloadsAreDropped) {
   EXPECT_TRUE(std::filesystem::exists(partial_new)) << "a newer snapshot may still be arriving";
 }
 
+TEST(DiskState, AnUnknownCompressionIsRefused) {
+  TempDir dir;
+  auto s = DiskState::Open({.dir = dir.path(), .compression = "gzip9"});
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(DiskState, ManifestsRoundTripAndOtherSnapshotDataIsNotOne) {
   pb::CheckpointManifest m;
   m.set_name("ckpt-1-2");
