@@ -198,8 +198,8 @@ void DiskState::Fail(const std::string& what, const std::string& why) const {
 absl::StatusOr<std::unique_ptr<DiskState>> DiskState::Open(DiskStateOptions options) {
   if (options.dir.empty()) return absl::InvalidArgumentError("state directory not set");
   if (!IsCompressionName(options.compression)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown compression \"", options.compression, "\" (none, snappy, lz4 or zstd)"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown compression \"", options.compression,
+                                                   "\" (none, snappy, lz4 or zstd)"));
   }
   std::error_code ec;
   std::filesystem::create_directories(options.dir + "/" + kSnapshotsDir, ec);

@@ -148,9 +148,10 @@ absl::StatusOr<ReplicaServerOptions> ReplicaServerOptionsFromFlags(std::string p
   }
   o.disk.compression = absl::GetFlag(FLAGS_state_compression);
   if (!IsCompressionName(o.disk.compression)) {
-    return absl::InvalidArgumentError(absl::StrCat("--state-compression must be none, snappy, "
-                                                   "lz4 or zstd, not \"", o.disk.compression,
-                                                   "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--state-compression must be none, snappy, "
+                     "lz4 or zstd, not \"",
+                     o.disk.compression, "\""));
   }
   o.snapshot_send_bytes_per_second = absl::GetFlag(FLAGS_snapshot_send_bytes_per_second);
   o.grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);

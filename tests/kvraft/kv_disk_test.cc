@@ -18,22 +18,12 @@
 #include "kvraft/kv_state_machine.h"
 #include "raft/rsm/disk_state.h"
 #include "raft/rsm/session_state_machine.h"
+#include "tests/common/temp_dir.h"
 
 namespace ds::kv {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "kv-disk-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { (void)common::RemoveTree(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::ds::testing::TempDir;
 
 // A log of session commands: Puts, Appends (not idempotent: applying one twice
 // shows), Deletes, retries of earlier commands, and empty entries (a new

@@ -15,22 +15,12 @@
 #include "absl/strings/str_format.h"
 #include "common/files.h"
 #include "gtest/gtest.h"
+#include "tests/common/temp_dir.h"
 
 namespace ds::rsm {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "disk-state-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { (void)common::RemoveTree(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::ds::testing::TempDir;
 
 std::unique_ptr<DiskState> MustOpen(const std::string& dir) {
   auto s = DiskState::Open({.dir = dir, .block_cache_bytes = 8 << 20, .memtable_bytes = 1 << 20});

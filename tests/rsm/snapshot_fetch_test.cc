@@ -18,22 +18,12 @@
 #include "common/init.h"
 #include "gtest/gtest.h"
 #include "raft/rsm/disk_state.h"
+#include "tests/common/temp_dir.h"
 
 namespace ds::rsm {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "snap-fetch-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { (void)common::RemoveTree(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::ds::testing::TempDir;
 
 // Serves at most `budget` bytes per call, then breaks the call (a flaky
 // network, a sender that restarts); with budget 0 it never sends anything.

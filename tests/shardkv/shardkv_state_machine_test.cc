@@ -9,8 +9,6 @@
 // it (HandoffDone).
 #include "shardkv/shardkv_state_machine.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
@@ -32,6 +30,7 @@
 #include "raft/rsm/session_state_machine.h"
 #include "raft/rsm/session_table.h"
 #include "shardkv/key_shard.h"
+#include "tests/common/temp_dir.h"
 
 namespace ds::shardkv {
 namespace {
@@ -1164,8 +1163,8 @@ std::string Outcome(const absl::StatusOr<std::string>& r) {
 }
 
 TEST(ShardKvOnDisk, AMigrationAppliedOnDiskThroughCrashesEndsAsInMemory) {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "shardkv-disk-XXXXXX").string();
-  const std::string dir = mkdtemp(tmpl.data());
+  ::ds::testing::TempDir tmp("shardkv-disk");
+  const std::string dir = tmp.path() + "/state";
   const std::vector<std::string> log = MigrationLog();
   ASSERT_GT(log.size(), 35u);
   ShardKvStateMachine mem_app(2);
@@ -1217,8 +1216,6 @@ TEST(ShardKvOnDisk, AMigrationAppliedOnDiskThroughCrashesEndsAsInMemory) {
   disk = std::make_unique<DiskGroup>(dir);
   EXPECT_EQ(disk->sm->Snapshot(), old_form);
   EXPECT_EQ(disk->app.view().keys, mv.keys);
-  disk.reset();
-  (void)common::RemoveTree(dir);
 }
 
 }  // namespace
