@@ -336,14 +336,12 @@ void Rsm::MaybeSnapshot() {
   if (options_.snapshot_threshold_bytes == 0 || !started_.load(std::memory_order_acquire)) return;
   NodeStatus st = node_->GetStatus();
   if (st.log_bytes <= options_.snapshot_threshold_bytes) return;
-  uint64_t index;
-  absl::StatusOr<std::string> data;
-  {
-    absl::MutexLock lock(&sm_mu_);
-    index = sm_->applied_index();
-    if (index <= st.snapshot_index) return;
-    data = sm_->TakeSnapshot();
-  }
+  // On the apply thread, the only one that changes the state machine, and
+  // after the last batch was finished: TakeSnapshot only reads it, so reads
+  // go on meanwhile (sm_mu_ is not held across a checkpoint's fsyncs).
+  const uint64_t index = sm_->applied_index();
+  if (index <= st.snapshot_index) return;
+  absl::StatusOr<std::string> data = sm_->TakeSnapshot();
   if (!data.ok()) {
     // The log keeps growing until a later attempt succeeds; nothing is lost.
     std::fprintf(stderr, "rsm: snapshot at index %llu failed: %s\n",

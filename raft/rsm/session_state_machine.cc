@@ -166,7 +166,10 @@ absl::Status SessionStateMachine::Open() {
 }
 
 void SessionStateMachine::FinishBatch() {
-  if (disk_ == nullptr) return;
+  // Nothing applied since the last one: nothing to write (TakeSnapshot then
+  // only reads).
+  if (disk_ == nullptr || !batch_pending_) return;
+  batch_pending_ = false;
   std::vector<uint64_t> changed = sessions_.TakeChanged();
   std::sort(changed.begin(), changed.end());
   changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
@@ -226,6 +229,7 @@ absl::StatusOr<std::string> SessionStateMachine::Apply(const std::string& comman
         absl::StrCat("entry ", index, " is at or below the applied index ", applied_index_));
   }
   applied_index_ = index;
+  batch_pending_ = true;
   if (command.empty()) return std::string();
 
   pb::SessionCommand cmd;
@@ -327,6 +331,7 @@ absl::Status SessionStateMachine::Restore(const std::string& snapshot) {
       // version of this replica or a peer, written into the disk state.
       SaveAllSessions();
       app_changed_ = !app_->data_in_app_state();
+      batch_pending_ = true;
       FinishBatch();
     }
     return absl::OkStatus();

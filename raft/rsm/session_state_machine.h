@@ -134,6 +134,7 @@ class SessionStateMachine final : public raft::StateMachine {
   DiskState* const disk_;
   MemoryAppState memory_;  // the application's AppState without `disk`
   bool app_changed_ = false;
+  bool batch_pending_ = false;  // applied entries not written yet (disk)
   SessionTable sessions_;
   uint64_t applied_index_ = 0;
   int64_t clock_unix_micros_ = 0;

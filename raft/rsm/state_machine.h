@@ -30,6 +30,8 @@ class StateMachine {
 
   // What the Rsm stores as the snapshot at applied_index(): Snapshot() by
   // default; a state machine on disk returns a small description of files.
+  // Called on the applying thread after FinishBatch(), without the Rsm's lock:
+  // it must only read the state (reads may run at the same time).
   virtual absl::StatusOr<std::string> TakeSnapshot() { return Snapshot(); }
   // Called after each batch of Apply calls (before anyone reads the state).
   virtual void FinishBatch() {}

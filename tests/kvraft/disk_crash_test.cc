@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -103,6 +104,19 @@ bool WaitForLog(const ProcessCluster& cluster, int i, const std::string& text, s
   return false;
 }
 
+// The number right after `marker`, in the first line of `log` that contains
+// `line` (after `line`): the MiB figures of the fetcher's log lines.
+std::optional<double> NumberAfter(const std::string& log, const std::string& line,
+                                  const std::string& marker) {
+  const size_t at = log.find(line);
+  const size_t m = at == std::string::npos ? at : log.find(marker, at);
+  if (m == std::string::npos) return std::nullopt;
+  const size_t from = m + marker.size();
+  double value = 0;
+  if (!absl::SimpleAtod(log.substr(from, log.find(' ', from) - from), &value)) return std::nullopt;
+  return value;
+}
+
 size_t LogSize(const ProcessCluster& cluster, int i) {
   return common::ReadWholeFile(cluster.log_path(i)).value_or("").size();
 }
@@ -155,19 +169,10 @@ TEST(KvraftDiskCrash, ASnapshotFetchSurvivesKillsOfTheReceiverAndOfTheSender) {
   // It received less than the whole checkpoint this time: it resumed.
   {
     const std::string log = common::ReadWholeFile(cluster.log_path(lagging))->substr(mark);
-    const size_t at = log.find("fetched snapshot");
-    const size_t colon = log.find(": ", at);
-    double received = 0;
-    ASSERT_TRUE(
-        absl::SimpleAtod(log.substr(colon + 2, log.find(' ', colon + 2) - colon - 2), &received))
-        << log.substr(at, 200);
-    const size_t fa = log.find("fetching snapshot");
-    const size_t files = log.find("files, ", fa);
-    double total = 0;
-    ASSERT_TRUE(
-        absl::SimpleAtod(log.substr(files + 7, log.find(' ', files + 7) - files - 7), &total))
-        << log.substr(fa, 200);
-    EXPECT_LT(received, total - 0.9) << "the second fetch started over";
+    std::optional<double> received = NumberAfter(log, "fetched snapshot", ": ");
+    std::optional<double> total = NumberAfter(log, "fetching snapshot", "files, ");
+    ASSERT_TRUE(received && total) << log;
+    EXPECT_LT(*received, *total - 0.9) << "the second fetch started over";
   }
   ASSERT_TRUE(WaitConverged(cluster, absl::Seconds(30)));
 
