@@ -319,8 +319,13 @@ void DiskState::Commit() {
   batch_->Clear();
 }
 
+void DiskState::Step(std::string_view step) const {
+  if (options_.fail_point) options_.fail_point(step);
+}
+
 absl::StatusOr<pb::CheckpointManifest> DiskState::Checkpoint(uint64_t applied_index) {
   Commit();
+  Step("checkpoint:begin");
   pb::CheckpointManifest manifest;
   manifest.set_name(absl::StrFormat("ckpt-%020d-%016x", applied_index, id_));
   manifest.set_source_id(id_);
@@ -337,6 +342,7 @@ absl::StatusOr<pb::CheckpointManifest> DiskState::Checkpoint(uint64_t applied_in
   if (!s.ok()) {
     return absl::InternalError(absl::StrCat("checkpoint into ", path, ": ", s.ToString()));
   }
+  Step("checkpoint:created");
   if (absl::Status st = common::SyncPath(snapshots_dir()); !st.ok()) return st;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(path, ec)) {
@@ -346,6 +352,7 @@ absl::StatusOr<pb::CheckpointManifest> DiskState::Checkpoint(uint64_t applied_in
     if (ec) break;
   }
   if (ec) return absl::InternalError(absl::StrCat("list ", path, ": ", ec.message()));
+  Step("checkpoint:synced");
   return manifest;
 }
 
@@ -376,21 +383,28 @@ absl::Status DiskState::Restore(const pb::CheckpointManifest& manifest) {
       return s;
     }
   }
+  Step("restore:copied");
   if (absl::Status s = common::SyncPath(tmp); !s.ok()) return s;
   if (rename(tmp.c_str(), Path(name).c_str()) != 0) {
     return absl::InternalError(absl::StrCat("rename ", tmp));
   }
+  Step("restore:renamed");
   if (absl::Status s = common::SyncPath(options_.dir); !s.ok()) return s;
   const std::string old = live_;
   if (absl::Status s = OpenLive(name); !s.ok()) return s;  // closes the old one
+  // A new identity, durable before the switch: this state will diverge from
+  // the checkpoint's source, and a peer reuses files of an earlier checkpoint
+  // of the same identity, so two states must never share one.
+  id_ = RandomId();
+  PutMeta(kIdKey, std::string_view(reinterpret_cast<const char*>(&id_), sizeof(id_)));
+  Commit();
+  if (rocksdb::Status s = db_->SyncWAL(); !s.ok()) Fail("sync " + name, s.ToString());
+  Step("restore:opened");
   // From here a crash restarts on the new state.
   if (absl::Status s = common::WriteFileDurably(Path(kCurrentFile), name); !s.ok()) {
     Fail("switch to " + name, s.ToString());
   }
-  // A new identity: this state will diverge from the checkpoint's source.
-  id_ = RandomId();
-  PutMeta(kIdKey, std::string_view(reinterpret_cast<const char*>(&id_), sizeof(id_)));
-  Commit();
+  Step("restore:switched");
   (void)common::RemoveTree(Path(old));
   return absl::OkStatus();
 }

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,7 +63,23 @@ struct DiskStateOptions {
   // does not compress (random bytes, already compressed) "none" saves CPU.
   // Default: "snappy" (RocksDB's).
   std::string compression = "snappy";
+  // Called at each step of Checkpoint and Restore where a crash leaves a
+  // different picture on disk (kFailPoints), for crash tests: a test process
+  // kills itself there. Default: none.
+  std::function<void(std::string_view step)> fail_point;
 };
+
+// The steps DiskStateOptions::fail_point names, in the order they happen:
+// "checkpoint:begin" (batch committed), "checkpoint:created" (RocksDB's
+// checkpoint directory complete, not yet synced), "checkpoint:synced" (its
+// manifest about to be returned: the Raft snapshot does not name it yet);
+// "restore:copied" (new live directory filled under a .tmp name),
+// "restore:renamed", "restore:opened" (new database open with its new
+// identity, CURRENT_DB still names the old one), "restore:switched"
+// (CURRENT_DB names the new one; the old directory not yet removed).
+inline constexpr std::string_view kFailPoints[] = {
+    "checkpoint:begin", "checkpoint:created", "checkpoint:synced", "restore:copied",
+    "restore:renamed",  "restore:opened",     "restore:switched"};
 
 // The compression names DiskStateOptions::compression accepts.
 bool IsCompressionName(const std::string& name);
@@ -129,6 +146,7 @@ class DiskState {
   void CloseLive();
   std::string Path(std::string_view name) const;
   [[noreturn]] void Fail(const std::string& what, const std::string& why) const;
+  void Step(std::string_view step) const;
 
   const DiskStateOptions options_;
   std::shared_ptr<rocksdb::Cache> cache_;

@@ -3,17 +3,23 @@
 // failed restore leaves the old state whole.
 #include "raft/rsm/disk_state.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/files.h"
+#include "common/subprocess.h"
 #include "gtest/gtest.h"
 #include "tests/common/temp_dir.h"
 
@@ -180,6 +186,156 @@ TEST(DiskState, OpenDropsWhatAnInterruptedRestoreLeftAndKeepsTheNamedState) {
   EXPECT_EQ(s->app()->Get("k"), "live");
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/db-7.tmp"));
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/db-8"));
+}
+
+// ---- Kill -9 at each step of a checkpoint and of a restore ----
+//
+// rsm_disk_crash_helper runs the operation and kills itself with SIGKILL at
+// one of kFailPoints; the test then reopens the directory as a restarted
+// replica would.
+
+// Runs the helper; its exit status (128 + 9: killed at the step).
+int RunHelper(const std::vector<std::string>& args, const std::string& log) {
+  common::SubprocessOptions options;
+  options.argv = {common::BinaryPath("rsm_disk_crash_helper")};
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  options.log_path = log;
+  auto child = common::Subprocess::Start(std::move(options));
+  EXPECT_TRUE(child.ok()) << child.status();
+  if (!child.ok()) return -1;
+  return (*child)->WaitFor(absl::Seconds(60)).value_or(-1);
+}
+
+using Pairs = std::vector<std::pair<std::string, std::string>>;
+
+// Keys [from, to) set to `value`, meta applied = `applied`, committed over
+// several memtables (1 MiB), so the state spans SST files and a WAL tail.
+void FillState(DiskState& s, int from, int to, const std::string& value,
+               const std::string& applied) {
+  for (int i = from; i < to; ++i) {
+    s.app()->Put(Key(i), value);
+    if (i % 300 == 299) s.Commit();
+  }
+  s.PutMeta("applied", applied);
+  s.Commit();
+}
+
+Pairs Expected(std::initializer_list<std::tuple<int, int, std::string>> ranges) {
+  std::map<std::string, std::string> m;
+  for (const auto& [from, to, value] : ranges) {
+    for (int i = from; i < to; ++i) m[Key(i)] = value;
+  }
+  return Pairs(m.begin(), m.end());
+}
+
+std::vector<std::string> Names(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The checkpoint `m` in `from`'s snapshots restored into a fresh directory.
+Pairs RestoredElsewhere(const DiskState& from, const pb::CheckpointManifest& m) {
+  TempDir dir;
+  auto other = MustOpen(dir.path());
+  CopyCheckpoint(from, *other, m.name());
+  absl::Status s = other->Restore(m);
+  EXPECT_TRUE(s.ok()) << s;
+  return All(*other->app());
+}
+
+TEST(DiskStateCrash, AKillAtAnyStepOfACheckpointKeepsTheStateAndTheNamedCheckpoint) {
+  const std::string v1(1000, '1'), v2(1000, '2');
+  const Pairs at1 = Expected({{0, 3000, v1}});
+  const Pairs at2 = Expected({{0, 1000, v2}, {1000, 3000, v1}});
+  for (std::string_view step : kFailPoints) {
+    if (!step.starts_with("checkpoint:")) continue;
+    SCOPED_TRACE(step);
+    TempDir dir;
+    pb::CheckpointManifest named;  // the checkpoint the Raft snapshot names
+    {
+      auto s = MustOpen(dir.path());
+      FillState(*s, 0, 3000, v1, "1");
+      auto m = s->Checkpoint(1);
+      ASSERT_TRUE(m.ok()) << m.status();
+      named = *m;
+    }
+    ASSERT_EQ(RunHelper({"checkpoint", dir.path(), std::string(step)}, dir.path() + ".log"),
+              128 + SIGKILL)
+        << "the helper did not reach the step";
+    auto s = MustOpen(dir.path());
+    ASSERT_NE(s, nullptr);
+    // Batch 2 was committed before the kill: kill -9 keeps what reached the
+    // write-ahead log (and the Raft log would replay it anyway).
+    EXPECT_EQ(s->GetMeta("applied"), "2");
+    EXPECT_EQ(All(*s->app()), at2);
+    // Nothing half made is left; the named checkpoint is intact.
+    for (const std::string& name : Names(s->snapshots_dir())) {
+      EXPECT_FALSE(absl::EndsWith(name, ".tmp")) << name;
+    }
+    EXPECT_EQ(RestoredElsewhere(*s, named), at1);
+    // The interrupted checkpoint can be taken again, and is the new state.
+    auto again = s->Checkpoint(2);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(RestoredElsewhere(*s, *again), at2);
+    (void)common::RemoveTree(dir.path() + ".log");
+  }
+}
+
+TEST(DiskStateCrash, AKillAtAnyStepOfARestoreLeavesTheOldStateOrTheNewOneWhole) {
+  const std::string v1(1000, '1'), mine(500, 'b');
+  const Pairs checkpointed = Expected({{0, 3000, v1}});
+  const Pairs old_state = Expected({{0, 800, mine}});
+  for (std::string_view step : kFailPoints) {
+    if (!step.starts_with("restore:")) continue;
+    SCOPED_TRACE(step);
+    TempDir a_dir, b_dir;
+    pb::CheckpointManifest m;
+    uint64_t a_id = 0, b_id = 0;
+    {
+      auto a = MustOpen(a_dir.path());
+      FillState(*a, 0, 3000, v1, "1");
+      auto made = a->Checkpoint(1);
+      ASSERT_TRUE(made.ok()) << made.status();
+      m = *made;
+      a_id = a->id();
+      auto b = MustOpen(b_dir.path());
+      FillState(*b, 0, 800, mine, "9");
+      b_id = b->id();
+      CopyCheckpoint(*a, *b, m.name());
+    }
+    const std::string manifest_file = b_dir.path() + "/../" + m.name() + ".manifest";
+    ASSERT_TRUE(common::WriteFileDurably(manifest_file, EncodeManifest(m)).ok());
+    ASSERT_EQ(RunHelper({"restore", b_dir.path(), manifest_file, std::string(step)},
+                        b_dir.path() + ".log"),
+              128 + SIGKILL)
+        << "the helper did not reach the step";
+    auto b = MustOpen(b_dir.path());
+    ASSERT_NE(b, nullptr);
+    int live_dirs = 0;
+    for (const std::string& name : Names(b_dir.path())) live_dirs += absl::StartsWith(name, "db-");
+    EXPECT_EQ(live_dirs, 1) << "Open keeps only the database CURRENT_DB names";
+    if (step == "restore:switched") {
+      EXPECT_EQ(All(*b->app()), checkpointed);
+      EXPECT_EQ(b->GetMeta("applied"), "1");
+      // Never the identity of the checkpoint's source (a peer reuses files
+      // of an earlier checkpoint of the same identity), nor the old one.
+      EXPECT_NE(b->id(), a_id);
+      EXPECT_NE(b->id(), b_id);
+    } else {
+      EXPECT_EQ(All(*b->app()), old_state);
+      EXPECT_EQ(b->GetMeta("applied"), "9");
+      EXPECT_EQ(b->id(), b_id);
+      // The checkpoint is still there: the restore can be done again.
+      ASSERT_TRUE(b->Restore(m).ok());
+      EXPECT_EQ(All(*b->app()), checkpointed);
+    }
+    (void)common::RemoveTree(manifest_file);
+    (void)common::RemoveTree(b_dir.path() + ".log");
+  }
 }
 
 TEST(DiskState, OldCheckpointsAndPartialDownloadsAreDropped) {
