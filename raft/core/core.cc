@@ -105,7 +105,7 @@ Core::Core(uint64_t id, const Options& options, Storage* storage)
     }
   }
   for (auto& [index, cs] : init->conf_entries) {
-    if (index >= storage->FirstIndex()) conf_entries_[index] = cs;
+    if (index > storage->SnapshotIndex()) conf_entries_[index] = cs;
   }
   conf_ = conf_entries_.empty() ? base_conf_ : conf_entries_.rbegin()->second;
   prev_hard_ = hard_state();
@@ -381,6 +381,15 @@ absl::Status Core::Step(const pb::Message& m) {
     } else if (m.type() == pb::MSG_APP || m.type() == pb::MSG_HEARTBEAT ||
                m.type() == pb::MSG_SNAP) {
       BecomeFollower(m.term(), m.from());
+    } else if (m.type() == pb::MSG_VOTE) {
+      // §5.2: only granting the vote restarts the election timer (HandleVote).
+      // Otherwise a candidate whose log is behind ours, campaigning again and
+      // again, would restart it each time, and we (whose log it needs) would
+      // never campaign: a livelock the simulation found with two voters and
+      // no PreVote (seed 10278). etcd's raft has the same reset.
+      const int elapsed = election_elapsed_;
+      BecomeFollower(m.term(), 0);
+      election_elapsed_ = elapsed;
     } else {
       BecomeFollower(m.term(), 0);
     }

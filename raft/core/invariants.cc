@@ -8,23 +8,25 @@ namespace ds::raft {
 
 void InvariantChecker::OnRestart(uint64_t id) { nodes_[id] = NodeState{}; }
 
-absl::Status InvariantChecker::RecordCommitted(uint64_t id, const pb::Entry& e) {
-  auto [it, inserted] = committed_.emplace(e.index(), std::make_pair(e.term(), e.data()));
-  if (!inserted && (it->second.first != e.term() || it->second.second != e.data())) {
+absl::Status InvariantChecker::RecordCommitted(uint64_t id, uint64_t observer_term,
+                                               const pb::Entry& e) {
+  auto [it, inserted] = committed_.emplace(e.index(), Committed{e.term(), e.data(), observer_term});
+  if (!inserted && (it->second.term != e.term() || it->second.data != e.data())) {
     return absl::InternalError(absl::StrCat("state machine safety: node ", id, " has index ",
                                             e.index(), " term ", e.term(), " committed, but term ",
-                                            it->second.first, " was committed there before"));
+                                            it->second.term, " was committed there before"));
   }
+  it->second.known_in_term = std::min(it->second.known_in_term, observer_term);
   return absl::OkStatus();
 }
 
-absl::Status InvariantChecker::OnApply(uint64_t id, const pb::Entry& e) {
+absl::Status InvariantChecker::OnApply(uint64_t id, uint64_t term, const pb::Entry& e) {
   auto it = committed_.find(e.index());
-  if (it == committed_.end()) return RecordCommitted(id, e);
-  if (it->second.first != e.term() || it->second.second != e.data()) {
+  if (it == committed_.end()) return RecordCommitted(id, term, e);
+  if (it->second.term != e.term() || it->second.data != e.data()) {
     return absl::InternalError(absl::StrCat("state machine safety: node ", id, " applied index ",
                                             e.index(), " term ", e.term(), ", committed term is ",
-                                            it->second.first));
+                                            it->second.term));
   }
   return absl::OkStatus();
 }
@@ -102,15 +104,19 @@ absl::Status InvariantChecker::CheckNode(const Core& n) {
     }
     // State machine safety (on commit).
     if (e.index() <= n.commit()) {
-      if (absl::Status s = RecordCommitted(id, e); !s.ok()) return s;
+      if (absl::Status s = RecordCommitted(id, n.term(), e); !s.ok()) return s;
     }
   }
   st.verified_commit = std::max(st.verified_commit, n.commit());
 
-  // Leader completeness: once per (leader, term).
+  // Leader completeness (§5.4): once per (leader, term), every entry
+  // committed in an earlier term. (A leader of a stale term can still be
+  // elected by delayed votes after a later term committed more entries; it
+  // cannot commit anything, and lacking those entries is no violation.)
   if (n.role() == Role::kLeader && completeness_checked_.insert({id, n.term()}).second) {
     for (auto it = committed_.lower_bound(log.FirstIndex()); it != committed_.end(); ++it) {
-      if (!log.MatchTerm(it->first, it->second.first)) {
+      if (it->second.known_in_term >= n.term()) continue;
+      if (!log.MatchTerm(it->first, it->second.term)) {
         return absl::InternalError(absl::StrCat("leader completeness: leader ", id, " of term ",
                                                 n.term(), " lacks committed entry ", it->first));
       }

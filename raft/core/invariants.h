@@ -35,8 +35,9 @@ class InvariantChecker {
   absl::Status Check(const std::vector<const Core*>& nodes);
   // Node `id` restarted from storage: its commit index may have gone back.
   void OnRestart(uint64_t id);
-  // Node `id` applied `entry`: it must be the entry committed at that index.
-  absl::Status OnApply(uint64_t id, const pb::Entry& entry);
+  // Node `id`, in `term`, applied `entry`: it must be the entry committed at
+  // that index.
+  absl::Status OnApply(uint64_t id, uint64_t term, const pb::Entry& entry);
 
   // The highest index known committed anywhere.
   uint64_t max_committed() const { return committed_.empty() ? 0 : committed_.rbegin()->first; }
@@ -51,12 +52,19 @@ class InvariantChecker {
     uint64_t verified_commit = 0;
   };
   absl::Status CheckNode(const Core& node);
-  absl::Status RecordCommitted(uint64_t id, const pb::Entry& e);
+  // `observer_term`: the term of the node that saw the entry committed, at
+  // least the term of the leader that committed it.
+  absl::Status RecordCommitted(uint64_t id, uint64_t observer_term, const pb::Entry& e);
 
-  std::map<uint64_t, uint64_t> leaders_;                            // term -> leader
-  std::set<std::pair<uint64_t, uint64_t>> completeness_checked_;    // (id, term)
-  std::map<uint64_t, std::pair<uint64_t, std::string>> committed_;  // index -> (term, data)
-  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, Seen> seen_;   // (index, term)
+  std::map<uint64_t, uint64_t> leaders_;                          // term -> leader
+  std::set<std::pair<uint64_t, uint64_t>> completeness_checked_;  // (id, term)
+  struct Committed {
+    uint64_t term;  // the entry's
+    std::string data;
+    uint64_t known_in_term;  // >= the term in which it was committed
+  };
+  std::map<uint64_t, Committed> committed_;                        // by index
+  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, Seen> seen_;  // (index, term)
   std::map<uint64_t, NodeState> nodes_;
 };
 

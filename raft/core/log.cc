@@ -34,9 +34,10 @@ void CheckStoredEntries(uint64_t lo, uint64_t hi, const std::vector<pb::Entry>& 
 uint64_t EntryBytes(const pb::Entry& e) { return e.ByteSizeLong(); }
 
 RaftLog::RaftLog(Storage* storage) : storage_(storage) {
-  const uint64_t first = storage_->FirstIndex();
   offset_ = storage_->LastIndex() + 1;
-  committed_ = applying_ = applied_ = first - 1;
+  // Entries kept below the snapshot index are in the snapshot: the application
+  // restores it and is fed what follows.
+  committed_ = applying_ = applied_ = storage_->SnapshotIndex();
 }
 
 uint64_t RaftLog::FirstIndex() const {

@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(NodeOptions options,
   Node* n = node.get();
   // The application starts empty: first it restores the local snapshot, then
   // the core re-delivers the committed log after it.
-  if (n->storage_->FirstIndex() > 1) {
+  if (n->storage_->SnapshotIndex() > 0) {
     absl::StatusOr<pb::Snapshot> snap = n->storage_->GetSnapshot();
     if (!snap.ok()) return snap.status();
     ApplyBatch restore;
@@ -401,8 +401,8 @@ void Node::DoSnapshot(SnapshotRequest* req) {
   }
   // The configuration as of `index` (a later change may be in the log).
   const size_t bytes = req->data.size();
-  req->status =
-      storage_->CreateSnapshot(req->index, core_->ConfStateAt(req->index), std::move(req->data));
+  req->status = storage_->CreateSnapshot(req->index, core_->ConfStateAt(req->index),
+                                         std::move(req->data), options_.log_retention);
   if (req->status.ok()) {
     if (options_.metrics != nullptr) {
       options_.metrics->snapshots_local->Increment();
@@ -437,7 +437,8 @@ void Node::PublishStatus() {
   s.leader = core_->leader();
   s.commit = core_->commit();
   s.last_index = core_->last_index();
-  s.snapshot_index = storage_->FirstIndex() - 1;
+  s.snapshot_index = storage_->SnapshotIndex();
+  s.first_index = storage_->FirstIndex();
   s.log_bytes = storage_->RaftStateBytes();
   s.snapshot_bytes = storage_->SnapshotBytes();
   s.saves = saves_;

@@ -107,6 +107,10 @@ struct NodeOptions {
   const NodeMetrics* metrics = nullptr;
   // See SnapshotGate; nullptr (default): every snapshot carries its data.
   std::shared_ptr<SnapshotGate> snapshot_gate;
+  // Entries a local snapshot leaves in the log below its index, so that a
+  // follower that far behind catches up from the log rather than by receiving
+  // the snapshot. Default: none (servers: --snapshot-catchup-entries/-bytes).
+  LogRetention log_retention;
 };
 
 // What the application receives, in log order, on the apply thread.
@@ -127,7 +131,8 @@ struct NodeStatus {
   uint64_t commit = 0;          // commit index
   uint64_t applied = 0;         // applied by the application (callback returned)
   uint64_t last_index = 0;      // last log index
-  uint64_t snapshot_index = 0;  // storage FirstIndex() - 1
+  uint64_t snapshot_index = 0;  // Storage::SnapshotIndex()
+  uint64_t first_index = 0;     // Storage::FirstIndex(): first entry in the log
   uint64_t log_bytes = 0;       // Storage::RaftStateBytes()
   uint64_t snapshot_bytes = 0;  // Storage::SnapshotBytes()
   uint64_t saves = 0;           // Storage::Save calls

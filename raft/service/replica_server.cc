@@ -62,6 +62,12 @@ ABSL_FLAG(std::string, state_compression, "snappy",
 ABSL_FLAG(uint64_t, snapshot_send_bytes_per_second, 0,
           "Pace of each snapshot file transfer this replica serves to a peer catching up; 0: "
           "as fast as the peer reads.");
+ABSL_FLAG(uint64_t, snapshot_catchup_entries, 5000,
+          "Log entries a snapshot leaves below its index, so that a follower that far behind "
+          "catches up from the log instead of by receiving the snapshot (etcd keeps 5,000).");
+ABSL_FLAG(uint64_t, snapshot_catchup_bytes, 16ull << 20,
+          "At most this many bytes of the entries --snapshot-catchup-entries keeps (they stay "
+          "in memory with the rest of the log).");
 ABSL_FLAG(int, grpc_max_threads, 256,
           "Threads of gRPC's synchronous server, which serves only snapshot transfers and "
           "health checks (client requests and Raft messages hold no thread while they wait).");
@@ -154,6 +160,8 @@ absl::StatusOr<ReplicaServerOptions> ReplicaServerOptionsFromFlags(std::string p
                      o.disk.compression, "\""));
   }
   o.snapshot_send_bytes_per_second = absl::GetFlag(FLAGS_snapshot_send_bytes_per_second);
+  o.log_retention = {absl::GetFlag(FLAGS_snapshot_catchup_entries),
+                     absl::GetFlag(FLAGS_snapshot_catchup_bytes)};
   o.grpc_max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
   o.shutdown_deadline = absl::GetFlag(FLAGS_shutdown_deadline);
   o.metrics_listen = common::MetricsListenFlag();
@@ -409,6 +417,7 @@ absl::StatusOr<std::unique_ptr<ReplicaServer>> ReplicaServer::Start(ReplicaServe
   nopts.tick_interval = o.tick_interval;
   nopts.logger = s->logger_;
   nopts.snapshot_gate = fetcher;
+  nopts.log_retention = o.log_retention;
   if (!o.metrics_listen.empty()) {
     s->metrics_ = std::make_unique<ReplicaMetrics>(o.service.name, o.id);
     nopts.metrics = s->metrics_->node();

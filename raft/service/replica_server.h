@@ -95,6 +95,9 @@ struct ReplicaServerOptions {
   // Pace of each snapshot file transfer served to a peer. Unit: bytes per
   // second. 0 (default): unpaced.
   uint64_t snapshot_send_bytes_per_second = 0;
+  // Entries a snapshot leaves in the log for followers a little behind
+  // (NodeOptions::log_retention). Default: 5,000 entries (etcd's), 16 MiB.
+  raft::LogRetention log_retention{5000, 16ull << 20};
   // HOST:PORT of the Prometheus endpoint (http://HOST:PORT/metrics; port 0
   // picks one, see metrics_port()). "" (default): no metrics.
   std::string metrics_listen;
@@ -105,7 +108,8 @@ struct ReplicaServerOptions {
 // --snapshot-threshold-bytes, --tick-interval, --election-ticks,
 // --heartbeat-ticks, --request-timeout, --session-ttl, --max-sessions,
 // --max-clock-skew, --block-cache-bytes, --memtable-bytes,
-// --snapshot-send-bytes-per-second, --grpc-max-threads, --shutdown-deadline, --listen-peer,
+// --snapshot-send-bytes-per-second, --snapshot-catchup-entries,
+// --snapshot-catchup-bytes, --grpc-max-threads, --shutdown-deadline, --listen-peer,
 // --client-endpoints, --tls-*, --peer-tls-*). `service` is
 // the name Status reports ("kvraft"). InvalidArgument with a message naming
 // the flag.

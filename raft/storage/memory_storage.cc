@@ -25,6 +25,11 @@ uint64_t MemoryStorage::LastIndex() {
   return LastIndexLocked();
 }
 
+uint64_t MemoryStorage::SnapshotIndex() {
+  absl::MutexLock l(&mu_);
+  return snapshot_.metadata().index();
+}
+
 pb::HardState MemoryStorage::hard_state() {
   absl::MutexLock l(&mu_);
   return hard_state_;
@@ -39,7 +44,7 @@ absl::StatusOr<InitialState> MemoryStorage::GetInitialState() {
   // Configuration entries newer than the snapshot; the newest wins.
   for (size_t k = 1; k < entries_.size(); ++k) {
     const pb::Entry& e = entries_[k];
-    if (e.type() != pb::ENTRY_CONF_CHANGE) continue;
+    if (e.type() != pb::ENTRY_CONF_CHANGE || e.index() <= snapshot_.metadata().index()) continue;
     pb::ConfState cs;
     if (!cs.ParseFromString(e.data())) {
       return absl::DataLossError(absl::StrCat("bad conf-change entry at ", e.index()));
@@ -94,7 +99,7 @@ absl::Status MemoryStorage::Save(const pb::HardState* hard_state,
   const uint64_t offset = entries_[0].index();
   // Entries at or below the snapshot are already covered by it.
   auto begin = entries.begin();
-  while (begin != entries.end() && begin->index() <= offset) ++begin;
+  while (begin != entries.end() && begin->index() <= snapshot_.metadata().index()) ++begin;
   if (begin != entries.end()) {
     // Checked before anything changes, so a rejected Save writes nothing.
     const uint64_t first = begin->index();
@@ -149,18 +154,19 @@ absl::Status MemoryStorage::ApplySnapshot(const pb::Snapshot& snapshot) {
   entries_[0].set_index(md.index());
   entries_[0].set_term(md.term());
   entry_bytes_ = 0;
+  kept_bytes_ = 0;
   if (hard_state_.commit() < md.index()) hard_state_.set_commit(md.index());
   MarkSyncedLocked();
   return absl::OkStatus();
 }
 
 absl::Status MemoryStorage::CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
-                                           std::string data) {
+                                           std::string data, const LogRetention& keep) {
   absl::MutexLock l(&mu_);
   const uint64_t offset = entries_[0].index();
-  if (index <= offset) {
+  if (index <= snapshot_.metadata().index()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("snapshot ", index, " not newer than ", offset));
+        absl::StrCat("snapshot ", index, " not newer than ", snapshot_.metadata().index()));
   }
   if (index > LastIndexLocked()) {
     return absl::OutOfRangeError(absl::StrCat("snapshot ", index, " beyond last index"));
@@ -172,18 +178,26 @@ absl::Status MemoryStorage::CreateSnapshot(uint64_t index, const pb::ConfState& 
   *md->mutable_conf_state() = conf_state;
   snap.set_data(std::move(data));
   snapshot_ = std::move(snap);
-  for (uint64_t i = 1; i <= index - offset; ++i) entry_bytes_ -= EntryBytes(entries_[i]);
-  // Keep entries_[index - offset] as the new dummy (it carries the term).
-  entries_.erase(entries_.begin(), entries_.begin() + (index - offset));
+  // Entries (start, index] stay; entry `start` becomes the dummy.
+  uint64_t start = index;
+  uint64_t kept = 0;
+  while (start > offset && index - start < keep.entries &&
+         kept + EntryBytes(entries_[start - offset]) <= keep.bytes) {
+    kept += EntryBytes(entries_[start - offset]);
+    --start;
+  }
+  for (uint64_t i = 1; i <= start - offset; ++i) entry_bytes_ -= EntryBytes(entries_[i]);
+  entries_.erase(entries_.begin(), entries_.begin() + (start - offset));
   entries_[0].clear_data();
   entries_[0].set_type(pb::ENTRY_NORMAL);
+  kept_bytes_ = kept;
   MarkSyncedLocked();
   return absl::OkStatus();
 }
 
 uint64_t MemoryStorage::RaftStateBytes() {
   absl::MutexLock l(&mu_);
-  return hard_state_.ByteSizeLong() + entry_bytes_;
+  return hard_state_.ByteSizeLong() + entry_bytes_ - kept_bytes_;
 }
 
 uint64_t MemoryStorage::SnapshotBytes() {

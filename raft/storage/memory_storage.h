@@ -24,13 +24,15 @@ class MemoryStorage : public Storage {
   absl::StatusOr<uint64_t> Term(uint64_t i) override;
   uint64_t FirstIndex() override;
   uint64_t LastIndex() override;
+  uint64_t SnapshotIndex() override;
   absl::StatusOr<pb::Snapshot> GetSnapshot() override;
 
   absl::Status Save(const pb::HardState* hard_state, const std::vector<pb::Entry>& entries,
                     bool sync) override;
   absl::Status ApplySnapshot(const pb::Snapshot& snapshot) override;
-  absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
-                              std::string data) override;
+  using Storage::CreateSnapshot;
+  absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state, std::string data,
+                              const LogRetention& keep) override;
   uint64_t RaftStateBytes() override;
   uint64_t SnapshotBytes() override;
 
@@ -52,9 +54,13 @@ class MemoryStorage : public Storage {
   absl::Mutex mu_;
   pb::HardState hard_state_ ABSL_GUARDED_BY(mu_);
   pb::Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
-  // entries_[0] is a dummy at the snapshot index carrying the snapshot term.
+  // entries_[0] is a dummy at FirstIndex() - 1 carrying its term: the
+  // snapshot index, or below it when entries were kept (LogRetention).
   std::vector<pb::Entry> entries_ ABSL_GUARDED_BY(mu_);
+  // Sum of EntryBytes(entries_[1..]), and the part of it at or below the
+  // snapshot index.
   uint64_t entry_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t kept_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 
   // State as of the last sync. Unsynced writes are almost always commit-only
   // hard states, so the entries are copied only if an unsynced write touches them.

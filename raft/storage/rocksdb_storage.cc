@@ -14,7 +14,25 @@ namespace {
 constexpr char kHardStateKey[] = "h";
 constexpr char kSnapshotMetaKey[] = "m";
 constexpr char kSnapshotDataKey[] = "d";
+constexpr char kLogStartKey[] = "c";
 constexpr char kEntryPrefix = 'e';
+
+void PutBigEndian(uint64_t v, std::string* out) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (56 - 8 * i)) & 0xff));
+}
+
+uint64_t GetBigEndian(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+std::string LogStartValue(uint64_t index, uint64_t term) {
+  std::string v;
+  PutBigEndian(index, &v);
+  PutBigEndian(term, &v);
+  return v;
+}
 
 // "e" + big-endian index: RocksDB's bytewise order is then index order, so a
 // prefix of the log is one contiguous key range (one DeleteRange).
@@ -25,11 +43,7 @@ std::string EntryKey(uint64_t index) {
   return key;
 }
 
-uint64_t DecodeEntryKey(const rocksdb::Slice& key) {
-  uint64_t index = 0;
-  for (int i = 0; i < 8; ++i) index = (index << 8) | static_cast<uint8_t>(key[1 + i]);
-  return index;
-}
+uint64_t DecodeEntryKey(const rocksdb::Slice& key) { return GetBigEndian(key.data() + 1); }
 
 absl::Status ToStatus(const rocksdb::Status& s, const char* what) {
   if (s.ok()) return absl::OkStatus();
@@ -86,10 +100,26 @@ absl::Status RocksDbStorage::Load() {
     return ToStatus(s, "get snapshot metadata");
   }
 
+  offset_ = snapshot_meta_.index();
+  offset_term_ = snapshot_meta_.term();
+  s = db_->Get(rocksdb::ReadOptions(), kLogStartKey, &value);
+  if (s.ok()) {
+    if (value.size() != 16) return absl::DataLossError("corrupt log start");
+    offset_ = GetBigEndian(value.data());
+    offset_term_ = GetBigEndian(value.data() + 8);
+    if (offset_ > snapshot_meta_.index() || offset_term_ > snapshot_meta_.term()) {
+      return absl::DataLossError(absl::StrCat("log starts after entry ", offset_, " (term ",
+                                              offset_term_, "), past the snapshot at ",
+                                              snapshot_meta_.index()));
+    }
+  } else if (!s.IsNotFound()) {
+    return ToStatus(s, "get log start");
+  }
+
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   const std::string end = std::string(1, kEntryPrefix + 1);
-  uint64_t expected = snapshot_meta_.index() + 1;
-  uint64_t prev_term = snapshot_meta_.term();
+  uint64_t expected = offset_ + 1;
+  uint64_t prev_term = offset_term_;
   for (it->Seek(EntryKey(expected)); it->Valid() && it->key().compare(end) < 0; it->Next()) {
     if (it->key().size() != 9) return absl::DataLossError("malformed entry key");
     const uint64_t index = DecodeEntryKey(it->key());
@@ -111,13 +141,21 @@ absl::Status RocksDbStorage::Load() {
     }
     prev_term = entry.term();
     entry_bytes_ += entry.ByteSizeLong();
+    if (index <= snapshot_meta_.index()) kept_bytes_ += entry.ByteSizeLong();
     entries_.push_back(std::move(entry));
     ++expected;
   }
   if (absl::Status st = ToStatus(it->status(), "scan log"); !st.ok()) return st;
+  // Entries kept below the snapshot index were written with it in one batch.
+  const uint64_t last = offset_ + entries_.size();
+  if (last < snapshot_meta_.index() ||
+      (offset_ < snapshot_meta_.index() &&
+       entries_[snapshot_meta_.index() - offset_ - 1].term() != snapshot_meta_.term())) {
+    return absl::DataLossError(absl::StrCat("the log kept below the snapshot at ",
+                                            snapshot_meta_.index(), " does not match it"));
+  }
   // The commit index is saved in the same batch as the entries it covers (or
   // a later one), so it never points past the stored log.
-  const uint64_t last = snapshot_meta_.index() + entries_.size();
   if (hard_state_.commit() > last) {
     return absl::DataLossError(absl::StrCat("hard state commit index ", hard_state_.commit(),
                                             " is beyond last index ", last, " (snapshot ",
@@ -135,7 +173,7 @@ absl::StatusOr<InitialState> RocksDbStorage::GetInitialState() {
   state.conf_state = state.snapshot_conf_state;
   // Configuration entries newer than the snapshot; the newest wins.
   for (const pb::Entry& e : entries_) {
-    if (e.type() != pb::ENTRY_CONF_CHANGE) continue;
+    if (e.type() != pb::ENTRY_CONF_CHANGE || e.index() <= snapshot_meta_.index()) continue;
     pb::ConfState cs;
     if (!cs.ParseFromString(e.data())) {
       return absl::DataLossError(absl::StrCat("corrupt conf change at ", e.index()));
@@ -149,8 +187,8 @@ absl::StatusOr<InitialState> RocksDbStorage::GetInitialState() {
 absl::StatusOr<std::vector<pb::Entry>> RocksDbStorage::Entries(uint64_t lo, uint64_t hi,
                                                                uint64_t max_bytes) {
   absl::MutexLock lock(&mu_);
-  const uint64_t first = snapshot_meta_.index() + 1;
-  const uint64_t last = snapshot_meta_.index() + entries_.size();
+  const uint64_t first = offset_ + 1;
+  const uint64_t last = offset_ + entries_.size();
   if (lo < first) return absl::OutOfRangeError(absl::StrCat("entry ", lo, " compacted"));
   if (hi > last + 1) return absl::OutOfRangeError(absl::StrCat("entry ", hi - 1, " not written"));
   if (lo > hi) return absl::InvalidArgumentError("lo > hi");
@@ -167,23 +205,27 @@ absl::StatusOr<std::vector<pb::Entry>> RocksDbStorage::Entries(uint64_t lo, uint
 
 absl::StatusOr<uint64_t> RocksDbStorage::Term(uint64_t i) {
   absl::MutexLock lock(&mu_);
-  const uint64_t snap = snapshot_meta_.index();
-  if (i == snap) return snapshot_meta_.term();
-  if (i < snap) return absl::OutOfRangeError(absl::StrCat("term of ", i, ": compacted"));
-  if (i > snap + entries_.size()) {
+  if (i == offset_) return offset_term_;
+  if (i < offset_) return absl::OutOfRangeError(absl::StrCat("term of ", i, ": compacted"));
+  if (i > offset_ + entries_.size()) {
     return absl::OutOfRangeError(absl::StrCat("term of ", i, ": not written"));
   }
-  return entries_[i - snap - 1].term();
+  return entries_[i - offset_ - 1].term();
 }
 
 uint64_t RocksDbStorage::FirstIndex() {
   absl::MutexLock lock(&mu_);
-  return snapshot_meta_.index() + 1;
+  return offset_ + 1;
 }
 
 uint64_t RocksDbStorage::LastIndex() {
   absl::MutexLock lock(&mu_);
-  return snapshot_meta_.index() + entries_.size();
+  return offset_ + entries_.size();
+}
+
+uint64_t RocksDbStorage::SnapshotIndex() {
+  absl::MutexLock lock(&mu_);
+  return snapshot_meta_.index();
 }
 
 absl::StatusOr<pb::Snapshot> RocksDbStorage::GetSnapshot() {
@@ -211,17 +253,17 @@ absl::StatusOr<pb::Snapshot> RocksDbStorage::GetSnapshot() {
 
 absl::Status RocksDbStorage::Save(const pb::HardState* hard_state,
                                   const std::vector<pb::Entry>& entries, bool sync) {
-  uint64_t first, last, commit;
+  uint64_t snap, last, commit;
   {
     absl::MutexLock lock(&mu_);
-    first = snapshot_meta_.index() + 1;
-    last = snapshot_meta_.index() + entries_.size();
+    snap = snapshot_meta_.index();
+    last = offset_ + entries_.size();
     commit = hard_state_.commit();
   }
   // Entries at or below the snapshot are already covered by it (a stale
   // append racing a snapshot install): skip them, as etcd does.
   size_t skip = 0;
-  while (skip < entries.size() && entries[skip].index() < first) ++skip;
+  while (skip < entries.size() && entries[skip].index() <= snap) ++skip;
   if (skip < entries.size()) {
     const uint64_t start = entries[skip].index();
     if (start > last + 1) {
@@ -268,7 +310,7 @@ absl::Status RocksDbStorage::Save(const pb::HardState* hard_state,
   if (hard_state != nullptr) hard_state_ = *hard_state;
   if (skip < entries.size()) {
     const uint64_t start = entries[skip].index();
-    while (snapshot_meta_.index() + entries_.size() >= start) {
+    while (offset_ + entries_.size() >= start) {
       entry_bytes_ -= entries_.back().ByteSizeLong();
       entries_.pop_back();
     }
@@ -284,8 +326,8 @@ absl::Status RocksDbStorage::ApplySnapshot(const pb::Snapshot& snapshot) {
   uint64_t first, last, snap_index, commit;
   {
     absl::MutexLock lock(&mu_);
-    first = snapshot_meta_.index() + 1;
-    last = snapshot_meta_.index() + entries_.size();
+    first = offset_ + 1;
+    last = offset_ + entries_.size();
     snap_index = snapshot_meta_.index();
     commit = hard_state_.commit();
   }
@@ -303,6 +345,7 @@ absl::Status RocksDbStorage::ApplySnapshot(const pb::Snapshot& snapshot) {
   batch.Put(kSnapshotMetaKey, snapshot.metadata().SerializeAsString());
   batch.Put(kSnapshotDataKey, snapshot.data());
   // The snapshot replaces the whole log (etcd's ApplySnapshot semantics).
+  batch.Delete(kLogStartKey);
   if (last >= first) batch.DeleteRange(EntryKey(first), EntryKey(last + 1));
   rocksdb::WriteOptions wo;
   wo.sync = true;
@@ -312,15 +355,18 @@ absl::Status RocksDbStorage::ApplySnapshot(const pb::Snapshot& snapshot) {
   ++synced_writes_;
   snapshot_meta_ = snapshot.metadata();
   snapshot_bytes_ = snapshot.data().size();
+  offset_ = snapshot.metadata().index();
+  offset_term_ = snapshot.metadata().term();
   entries_.clear();
   entry_bytes_ = 0;
+  kept_bytes_ = 0;
   return absl::OkStatus();
 }
 
 absl::Status RocksDbStorage::CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
-                                            std::string data) {
+                                            std::string data, const LogRetention& keep) {
   pb::SnapshotMetadata meta;
-  uint64_t first;
+  uint64_t offset, start, start_term, kept = 0;
   {
     absl::MutexLock lock(&mu_);
     const uint64_t snap = snapshot_meta_.index();
@@ -328,29 +374,48 @@ absl::Status RocksDbStorage::CreateSnapshot(uint64_t index, const pb::ConfState&
       return absl::FailedPreconditionError(
           absl::StrCat("snapshot at ", index, " older than current ", snap));
     }
-    if (index > snap + entries_.size()) {
+    offset = offset_;
+    if (index > offset + entries_.size()) {
       return absl::OutOfRangeError(
-          absl::StrCat("snapshot at ", index, " beyond last index ", snap + entries_.size()));
+          absl::StrCat("snapshot at ", index, " beyond last index ", offset + entries_.size()));
     }
-    first = snap + 1;
+    auto term_of = [&](uint64_t i) {
+      return i == offset ? offset_term_ : entries_[i - offset - 1].term();
+    };
     meta.set_index(index);
-    meta.set_term(index == snap ? snapshot_meta_.term() : entries_[index - snap - 1].term());
+    meta.set_term(term_of(index));
     *meta.mutable_conf_state() = conf_state;
+    // Entries (start, index] stay; the log then starts after `start`.
+    start = index;
+    while (start > offset && index - start < keep.entries &&
+           kept + entries_[start - offset - 1].ByteSizeLong() <= keep.bytes) {
+      kept += entries_[start - offset - 1].ByteSizeLong();
+      --start;
+    }
+    start_term = term_of(start);
   }
   rocksdb::WriteBatch batch;
   batch.Put(kSnapshotMetaKey, meta.SerializeAsString());
   batch.Put(kSnapshotDataKey, data);
-  if (index >= first) batch.DeleteRange(EntryKey(first), EntryKey(index + 1));
+  if (start < index) {
+    batch.Put(kLogStartKey, LogStartValue(start, start_term));
+  } else {
+    batch.Delete(kLogStartKey);
+  }
+  if (start > offset) batch.DeleteRange(EntryKey(offset + 1), EntryKey(start + 1));
   rocksdb::WriteOptions wo;
   wo.sync = true;
   if (absl::Status st = ToStatus(db_->Write(wo, &batch), "create snapshot"); !st.ok()) return st;
 
   absl::MutexLock lock(&mu_);
   ++synced_writes_;
-  while (!entries_.empty() && entries_.front().index() <= index) {
+  while (!entries_.empty() && entries_.front().index() <= start) {
     entry_bytes_ -= entries_.front().ByteSizeLong();
     entries_.pop_front();
   }
+  offset_ = start;
+  offset_term_ = start_term;
+  kept_bytes_ = kept;
   snapshot_meta_ = std::move(meta);
   snapshot_bytes_ = data.size();
   return absl::OkStatus();
@@ -358,7 +423,7 @@ absl::Status RocksDbStorage::CreateSnapshot(uint64_t index, const pb::ConfState&
 
 uint64_t RocksDbStorage::RaftStateBytes() {
   absl::MutexLock lock(&mu_);
-  return entry_bytes_ + hard_state_.ByteSizeLong();
+  return entry_bytes_ - kept_bytes_ + hard_state_.ByteSizeLong();
 }
 
 uint64_t RocksDbStorage::SnapshotBytes() {

@@ -4,6 +4,9 @@
 //   "h"                      -> pb::HardState
 //   "m"                      -> pb::SnapshotMetadata of the latest snapshot
 //   "d"                      -> snapshot data (bytes)
+//   "c"                      -> index and term (8 bytes big-endian each) of the
+//                               entry before the first one kept, FirstIndex() - 1;
+//                               absent: the snapshot's (no entries kept below it)
 //   "e" + 8-byte big-endian i -> pb::Entry with index i
 //
 // Every mutation is one WriteBatch, so a crash (kill -9, power loss with sync)
@@ -63,13 +66,15 @@ class RocksDbStorage : public Storage {
   absl::StatusOr<uint64_t> Term(uint64_t i) override;
   uint64_t FirstIndex() override;
   uint64_t LastIndex() override;
+  uint64_t SnapshotIndex() override;
   absl::StatusOr<pb::Snapshot> GetSnapshot() override;
 
   absl::Status Save(const pb::HardState* hard_state, const std::vector<pb::Entry>& entries,
                     bool sync) override;
   absl::Status ApplySnapshot(const pb::Snapshot& snapshot) override;
-  absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
-                              std::string data) override;
+  using Storage::CreateSnapshot;
+  absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state, std::string data,
+                              const LogRetention& keep) override;
 
   uint64_t RaftStateBytes() override;
   uint64_t SnapshotBytes() override;
@@ -88,11 +93,15 @@ class RocksDbStorage : public Storage {
   pb::HardState hard_state_ ABSL_GUARDED_BY(mu_);
   pb::SnapshotMetadata snapshot_meta_ ABSL_GUARDED_BY(mu_);
   uint64_t snapshot_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Entries (snapshot_meta_.index(), last]; entries_[k].index() ==
-  // snapshot_meta_.index() + 1 + k.
+  // Entries (offset_, last]; entries_[k].index() == offset_ + 1 + k.
+  // offset_ <= snapshot_meta_.index(); offset_term_ is entry offset_'s term.
+  uint64_t offset_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t offset_term_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<pb::Entry> entries_ ABSL_GUARDED_BY(mu_);
-  // Sum of entries_[*].ByteSizeLong().
+  // Sum of entries_[*].ByteSizeLong(), and the part of it at or below the
+  // snapshot index.
   uint64_t entry_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t kept_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t synced_writes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

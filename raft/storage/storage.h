@@ -13,9 +13,12 @@
 // (served from memory) because the core calls them on its hot path.
 //
 // Index conventions (as etcd's raft): entries with index in
-// [FirstIndex(), LastIndex()] are available; FirstIndex() - 1 is the snapshot
-// index, whose term Term() still answers. A fresh storage has FirstIndex() == 1,
-// LastIndex() == 0 and Term(0) == 0.
+// [FirstIndex(), LastIndex()] are available, and Term() also answers for
+// FirstIndex() - 1. SnapshotIndex() >= FirstIndex() - 1: a snapshot may leave
+// the entries just below its index in the log (LogRetention), so a follower a
+// little behind catches up from the log instead of receiving the snapshot. A
+// fresh storage has FirstIndex() == 1, LastIndex() == 0, SnapshotIndex() == 0
+// and Term(0) == 0.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +32,14 @@
 
 namespace ds::raft {
 
+// How much of the log CreateSnapshot keeps at or below the snapshot index
+// (etcd keeps 5,000 entries): at most `entries` entries and at most `bytes`
+// bytes of them, never entries already discarded. {0, 0}: none.
+struct LogRetention {
+  uint64_t entries = 0;
+  uint64_t bytes = 0;
+};
+
 struct InitialState {
   pb::HardState hard_state;
   pb::ConfState conf_state;  // from the latest snapshot or conf-change entry persisted
@@ -37,6 +48,7 @@ struct InitialState {
   // configuration entry that is not committed may be replaced, and then the
   // one before it applies again.
   pb::ConfState snapshot_conf_state;
+  // (Entries kept at or below the snapshot index are covered by it: not here.)
   std::map<uint64_t, pb::ConfState> conf_entries;
 };
 
@@ -57,6 +69,8 @@ class Storage {
   virtual absl::StatusOr<uint64_t> Term(uint64_t i) = 0;
   virtual uint64_t FirstIndex() = 0;
   virtual uint64_t LastIndex() = 0;
+  // Index of the latest snapshot (0 if none); >= FirstIndex() - 1.
+  virtual uint64_t SnapshotIndex() = 0;
   // The latest snapshot (metadata index 0 if none).
   virtual absl::StatusOr<pb::Snapshot> GetSnapshot() = 0;
 
@@ -64,7 +78,8 @@ class Storage {
 
   // Persists one Ready atomically: the hard state (if non-null), then the
   // entries, which overwrite any existing entries from entries[0].index on
-  // (a conflicting suffix is truncated). With sync, returns only after the
+  // (a conflicting suffix is truncated); entries at or below SnapshotIndex()
+  // are skipped (covered by the snapshot). With sync, returns only after the
   // write is durable (fsync); everything acknowledged to anyone must be synced.
   // Writes nothing and fails if the entries (past the snapshot) leave a gap,
   // are not contiguous, have a term lower than the entry before them
@@ -78,13 +93,19 @@ class Storage {
   // stored commit index (it would discard committed entries).
   virtual absl::Status ApplySnapshot(const pb::Snapshot& snapshot) = 0;
   // The application took a snapshot of its state at `index` (<= the applied
-  // index, which is <= LastIndex()): store it and discard entries <= index.
-  // Synced. kFailedPrecondition if index is older than the current snapshot.
+  // index, which is <= LastIndex()): store it and discard entries <= index,
+  // except the last ones `keep` allows. Synced. kFailedPrecondition if index
+  // is older than the current snapshot.
   virtual absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
-                                      std::string data) = 0;
+                                      std::string data, const LogRetention& keep) = 0;
+  absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state, std::string data) {
+    return CreateSnapshot(index, conf_state, std::move(data), LogRetention{});
+  }
 
-  // Bytes of persisted Raft state (log entries + hard state), excluding the
-  // snapshot: what 6.824 calls persister.RaftStateSize().
+  // Bytes of persisted Raft state (hard state + log entries after the
+  // snapshot index), excluding the snapshot and the entries kept below its
+  // index (bounded by LogRetention): what 6.824 calls
+  // persister.RaftStateSize(), and what decides when to snapshot next.
   virtual uint64_t RaftStateBytes() = 0;
   // Bytes of the stored snapshot data.
   virtual uint64_t SnapshotBytes() = 0;

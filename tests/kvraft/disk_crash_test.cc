@@ -136,10 +136,11 @@ uint64_t PartialBytes(const ProcessCluster& cluster, int i) {
 
 TEST(KvraftDiskCrash, ASnapshotFetchSurvivesKillsOfTheReceiverAndOfTheSender) {
   // 2 MB/s per file transfer: the ~6 MB checkpoint takes seconds to fetch.
-  ProcessCluster cluster(kKvServer, 3,
-                         {"--tick-interval=50ms", "--election-ticks=10", "--log-level=info",
-                          "--snapshot-threshold-bytes=300000", "--memtable-bytes=1048576",
-                          "--snapshot-send-bytes-per-second=2000000"});
+  ProcessCluster cluster(
+      kKvServer, 3,
+      {"--tick-interval=50ms", "--election-ticks=10", "--log-level=info",
+       "--snapshot-threshold-bytes=300000", "--memtable-bytes=1048576",
+       "--snapshot-send-bytes-per-second=2000000", "--snapshot-catchup-entries=100"});
   ASSERT_TRUE(cluster.WaitAllHealthy().ok());
   ASSERT_GE(cluster.WaitForLeader(), 0);
   // Replica `lagging` misses everything: its catch-up needs a snapshot.

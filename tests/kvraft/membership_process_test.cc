@@ -189,7 +189,9 @@ class MembershipTest : public ::testing::Test {
 // (the log it missed was compacted away), is promoted; then the leader is
 // removed and stopped.
 TEST_F(MembershipTest, ReplaceADeadReplicaUnderLoad) {
-  ProcessCluster cluster(kKvServer, 3, FastRaft({"--snapshot-threshold-bytes=20000"}));
+  ProcessCluster cluster(
+      kKvServer, 3,
+      FastRaft({"--snapshot-threshold-bytes=20000", "--snapshot-catchup-entries=100"}));
   const int r4 = cluster.Add();
   ASSERT_TRUE(cluster.WaitAllHealthy().ok());
   KvWorkload load(cluster, 4, 4);

@@ -13,6 +13,7 @@ namespace ds::raft {
 namespace {
 
 using testing_util::GrpcCluster;
+using testing_util::GrpcClusterOptions;
 using testing_util::TempDir;
 
 constexpr absl::Duration kTimeout = absl::Seconds(15);
@@ -184,6 +185,60 @@ TEST(RaftGrpcCluster, RestartedNodeRestoresItsOwnSnapshotThenReplaysItsLog) {
   EXPECT_EQ(c.app(victim)->restores(), 1);
   EXPECT_EQ(c.node(victim)->GetStatus().snapshot_index, index);
   ExpectConverged(c, last);
+}
+
+// A snapshot leaves the last LogRetention entries in the log: a follower that
+// fell fewer entries behind catches up from the log, without InstallSnapshot;
+// a node restarted over such a log restores its own snapshot and applies only
+// what follows it (the kept entries are inside the snapshot: applying them
+// again would make its state diverge).
+TEST(RaftGrpcCluster, SnapshotsKeepALogTailForFollowersALittleBehind) {
+  TempDir dir;
+  GrpcClusterOptions options;
+  options.log_retention = {50, 1 << 20};
+  auto cluster = GrpcCluster::Create(dir.path(), options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  GrpcCluster& c = **cluster;
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(c.ProposeCommitted(Command(i, 100), kTimeout).ok());
+  const uint64_t leader = c.WaitForLeader(kTimeout);
+  ASSERT_NE(leader, 0u);
+  const uint64_t lagger = leader % 3 + 1;
+  c.StopNode(lagger);
+  uint64_t last = 0;
+  for (int i = 40; i < 70; ++i) {
+    auto p = c.ProposeCommitted(Command(i, 100), kTimeout);
+    ASSERT_TRUE(p.ok()) << p.status();
+    last = p->index;
+  }
+  for (uint64_t id : c.ids()) {
+    if (!c.running(id)) continue;
+    ASSERT_TRUE(c.node(id)->WaitForApplied(last, kTimeout));
+    auto [index, state] = c.app(id)->Capture();
+    ASSERT_TRUE(c.node(id)->Snapshot(index, state).ok());
+    const NodeStatus st = c.node(id)->GetStatus();
+    EXPECT_EQ(st.snapshot_index, index);
+    EXPECT_EQ(st.first_index, index - 49) << "node " << id << " kept the wrong log tail";
+  }
+
+  ASSERT_TRUE(c.StartNode(lagger).ok());
+  auto p = c.ProposeCommitted(Command(70, 100), kTimeout);
+  ASSERT_TRUE(p.ok()) << p.status();
+  last = p->index;
+  ASSERT_TRUE(c.app(lagger)->WaitApplied(last, kTimeout).has_value());
+  EXPECT_EQ(c.app(lagger)->restores(), 0) << "caught up by snapshot although the log was kept";
+  ExpectConverged(c, last);
+
+  // The lagger snapshots (keeping entries below) and restarts.
+  auto [index, state] = c.app(lagger)->Capture();
+  ASSERT_TRUE(c.node(lagger)->Snapshot(index, state).ok());
+  ASSERT_LT(c.node(lagger)->GetStatus().first_index, index);
+  c.StopNode(lagger);
+  ASSERT_TRUE(c.StartNode(lagger).ok());
+  p = c.ProposeCommitted(Command(71, 100), kTimeout);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(c.app(lagger)->WaitApplied(p->index, kTimeout).has_value());
+  EXPECT_EQ(c.app(lagger)->restores(), 1);
+  ExpectConverged(c, p->index);
 }
 
 // Membership over real gRPC: a node the others never heard of is added as a

@@ -171,6 +171,46 @@ TEST(RaftPaper, VoteRestrictionDeniesStaleCandidates) {
   EXPECT_TRUE(rd.must_sync);
 }
 
+// §5.2: a vote request with a higher term makes a voter follow that term, but
+// only granting the vote restarts its election timer. A candidate with a
+// stale log campaigning faster than our timeout must not keep us from
+// campaigning (we hold the log it needs to win).
+TEST(RaftPaper, RejectedCandidatesDoNotRestartTheElectionTimer) {
+  MemoryStorage s;
+  std::vector<pb::Entry> ents(3);
+  for (int i = 0; i < 3; ++i) {
+    ents[i].set_index(i + 1);
+    ents[i].set_term(1);
+  }
+  pb::HardState hs;
+  hs.set_term(1);
+  ASSERT_TRUE(s.Save(&hs, ents, true).ok());
+  Options o = TestOptions({1, 2});
+  o.pre_vote = false;
+  o.check_quorum = false;
+  Core c(1, o, &s);
+  uint64_t term = 1;
+  int ticks = 0;
+  // Node 2 (log ends at 1) campaigns every election_ticks - 1 ticks, always
+  // before our randomized timeout (>= election_ticks) could expire.
+  while (c.role() == Role::kFollower && ticks < 200) {
+    if (ticks % (o.election_ticks - 1) == 0) {
+      pb::Message vote = Msg(pb::MSG_VOTE, 2, 1, ++term);
+      vote.set_index(1);
+      vote.set_log_term(1);
+      ASSERT_TRUE(c.Step(vote).ok());
+      Ready rd = c.GetReady();
+      ASSERT_EQ(rd.messages.size(), 1u);
+      EXPECT_TRUE(rd.messages[0].reject());
+      c.Advance(rd);
+    }
+    c.Tick();
+    ++ticks;
+  }
+  EXPECT_EQ(c.role(), Role::kCandidate) << "never campaigned";
+  EXPECT_LT(ticks, 2 * o.election_ticks + 1);
+}
+
 // §5.2: at most one vote per term.
 TEST(RaftPaper, OneVotePerTerm) {
   MemoryStorage s;

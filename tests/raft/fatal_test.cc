@@ -66,6 +66,7 @@ class DamagedStorage : public Storage {
   }
   uint64_t FirstIndex() override { return inner.FirstIndex(); }
   uint64_t LastIndex() override { return inner.LastIndex(); }
+  uint64_t SnapshotIndex() override { return inner.SnapshotIndex(); }
   absl::StatusOr<pb::Snapshot> GetSnapshot() override { return inner.GetSnapshot(); }
   absl::Status Save(const pb::HardState* hs, const std::vector<pb::Entry>& entries,
                     bool sync) override {
@@ -74,9 +75,10 @@ class DamagedStorage : public Storage {
   absl::Status ApplySnapshot(const pb::Snapshot& snapshot) override {
     return inner.ApplySnapshot(snapshot);
   }
-  absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
-                              std::string data) override {
-    return inner.CreateSnapshot(index, conf_state, std::move(data));
+  using Storage::CreateSnapshot;
+  absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state, std::string data,
+                              const LogRetention& keep) override {
+    return inner.CreateSnapshot(index, conf_state, std::move(data), keep);
   }
   uint64_t RaftStateBytes() override { return inner.RaftStateBytes(); }
   uint64_t SnapshotBytes() override { return inner.SnapshotBytes(); }

@@ -124,6 +124,8 @@ struct GrpcClusterOptions {
   uint64_t snapshot_chunk_bytes = 1ull << 20;
   // LogApp(light) on every node (see LogApp).
   bool light_apps = false;
+  // NodeOptions::log_retention of every node.
+  LogRetention log_retention;
 };
 
 class GrpcCluster {
@@ -218,6 +220,7 @@ class GrpcCluster {
     nopt.raft.election_ticks = options_.election_ticks;
     nopt.raft.heartbeat_ticks = 1;
     nopt.raft.seed = id * 7919;
+    nopt.log_retention = options_.log_retention;
     for (const auto& [pid, addr] : peers_) {
       if (joiners_.count(pid)) continue;
       nopt.raft.peers.push_back(pid);

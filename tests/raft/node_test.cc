@@ -25,6 +25,7 @@ class RecordingStorage : public Storage {
   absl::StatusOr<uint64_t> Term(uint64_t i) override { return inner_.Term(i); }
   uint64_t FirstIndex() override { return inner_.FirstIndex(); }
   uint64_t LastIndex() override { return inner_.LastIndex(); }
+  uint64_t SnapshotIndex() override { return inner_.SnapshotIndex(); }
   absl::StatusOr<pb::Snapshot> GetSnapshot() override { return inner_.GetSnapshot(); }
   absl::Status Save(const pb::HardState* hs, const std::vector<pb::Entry>& entries,
                     bool sync) override {
@@ -35,9 +36,10 @@ class RecordingStorage : public Storage {
     Record("apply_snapshot index=" + std::to_string(snapshot.metadata().index()));
     return inner_.ApplySnapshot(snapshot);
   }
-  absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
-                              std::string data) override {
-    return inner_.CreateSnapshot(index, conf_state, std::move(data));
+  using Storage::CreateSnapshot;
+  absl::Status CreateSnapshot(uint64_t index, const pb::ConfState& conf_state, std::string data,
+                              const LogRetention& keep) override {
+    return inner_.CreateSnapshot(index, conf_state, std::move(data), keep);
   }
   uint64_t RaftStateBytes() override { return inner_.RaftStateBytes(); }
   uint64_t SnapshotBytes() override { return inner_.SnapshotBytes(); }

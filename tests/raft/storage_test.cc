@@ -231,6 +231,67 @@ TYPED_TEST(StorageConformance, InitialConfStateComesFromTheLatestConfChangeEntry
   EXPECT_EQ(init->conf_state.voters_size(), 2);
 }
 
+TYPED_TEST(StorageConformance, CreateSnapshotKeepsTheEntriesRetentionAllows) {
+  Storage& s = *this->storage_;
+  this->Append(1, 4, 1);
+  this->Append(5, 20, 2);
+  const uint64_t one = Entry(10, 2).ByteSizeLong();
+  const uint64_t unsnapshotted = s.RaftStateBytes() - 16 * one;  // hard state + entries 17..20
+  ASSERT_TRUE(s.CreateSnapshot(16, {}, "state@16", LogRetention{5, 1 << 20}).ok());
+  EXPECT_EQ(s.SnapshotIndex(), 16u);
+  EXPECT_EQ(s.FirstIndex(), 12u);  // 12..16 kept below the snapshot
+  EXPECT_EQ(s.LastIndex(), 20u);
+  EXPECT_EQ(*s.Term(11), 2u);  // the entry before the first still answers its term
+  EXPECT_EQ(s.Term(10).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(Indexes(*s.Entries(12, 21, 1 << 20)),
+            (std::vector<uint64_t>{12, 13, 14, 15, 16, 17, 18, 19, 20}));
+  EXPECT_EQ(s.GetSnapshot()->metadata().index(), 16u);
+  EXPECT_EQ(s.GetSnapshot()->metadata().term(), 2u);
+  // What the next snapshot covers: the kept entries do not count.
+  EXPECT_EQ(s.RaftStateBytes(), unsnapshotted);
+
+  // The byte bound: only 2 entries fit. Never un-compacts: 3 entries allowed
+  // but the log already starts at 12.
+  ASSERT_TRUE(s.CreateSnapshot(18, {}, "state@18", LogRetention{100, 2 * one}).ok());
+  EXPECT_EQ(s.FirstIndex(), 17u);
+  ASSERT_TRUE(s.CreateSnapshot(19, {}, "state@19", LogRetention{100, 1 << 20}).ok());
+  EXPECT_EQ(s.FirstIndex(), 17u);
+  EXPECT_EQ(s.SnapshotIndex(), 19u);
+
+  // Entries at or below the snapshot index are covered by it: Save skips them
+  // (they are committed) and appends what follows.
+  ASSERT_TRUE(s.Save(nullptr, {Entry(19, 2), Entry(20, 2), Entry(21, 3)}, true).ok());
+  EXPECT_EQ(s.LastIndex(), 21u);
+
+  // A snapshot from the leader still replaces the whole log.
+  pb::Snapshot snap;
+  snap.mutable_metadata()->set_index(30);
+  snap.mutable_metadata()->set_term(3);
+  ASSERT_TRUE(s.ApplySnapshot(snap).ok());
+  EXPECT_EQ(s.FirstIndex(), 31u);
+  EXPECT_EQ(s.SnapshotIndex(), 30u);
+  EXPECT_EQ(*s.Term(30), 3u);
+}
+
+TYPED_TEST(StorageConformance, ConfChangesKeptBelowTheSnapshotAreNotInTheInitialState) {
+  Storage& s = *this->storage_;
+  pb::ConfState two;
+  two.add_voters(1);
+  two.add_voters(2);
+  pb::Entry cc = Entry(2, 1);
+  cc.set_type(pb::ENTRY_CONF_CHANGE);
+  cc.set_data(two.SerializeAsString());
+  ASSERT_TRUE(s.Save(nullptr, {Entry(1, 1), cc, Entry(3, 1), Entry(4, 1)}, true).ok());
+  pb::ConfState three = two;
+  three.add_voters(3);
+  ASSERT_TRUE(s.CreateSnapshot(3, three, "x", LogRetention{10, 1 << 20}).ok());
+  EXPECT_EQ(s.FirstIndex(), 1u);
+  auto init = s.GetInitialState();
+  ASSERT_TRUE(init.ok());
+  EXPECT_TRUE(init->conf_entries.empty());
+  EXPECT_EQ(init->conf_state.voters_size(), 3);
+}
+
 // ---- RocksDB only: durability across a reopen ----
 
 TEST(RocksDbStorage, ReopenRestoresHardStateLogAndSnapshot) {
@@ -282,6 +343,35 @@ void ExpectDataLoss(const std::string& path, const std::string& message) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
   EXPECT_NE(s.status().message().find(message), std::string::npos) << s.status();
+}
+
+TEST(RocksDbStorage, ReopenKeepsTheEntriesKeptBelowTheSnapshot) {
+  TempDir dir;
+  {
+    auto s = RocksDbStorage::Open(dir.path());
+    ASSERT_TRUE(s.ok()) << s.status();
+    std::vector<pb::Entry> es;
+    for (uint64_t i = 1; i <= 12; ++i) es.push_back(Entry(i, i < 6 ? 1 : 2));
+    ASSERT_TRUE((*s)->Save(nullptr, es, true).ok());
+    ASSERT_TRUE((*s)->CreateSnapshot(8, {}, "snap", LogRetention{3, 1 << 20}).ok());
+  }
+  {
+    auto s = RocksDbStorage::Open(dir.path());
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ((*s)->FirstIndex(), 6u);
+    EXPECT_EQ((*s)->SnapshotIndex(), 8u);
+    EXPECT_EQ(*(*s)->Term(5), 1u);
+    EXPECT_EQ(*(*s)->Term(6), 2u);
+    EXPECT_EQ((*s)->LastIndex(), 12u);
+    // Snapshot at the same index without retention: the kept entries go.
+    ASSERT_TRUE((*s)->CreateSnapshot(8, {}, "snap", LogRetention{}).ok());
+    EXPECT_EQ((*s)->FirstIndex(), 9u);
+  }
+  auto s = RocksDbStorage::Open(dir.path());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ((*s)->FirstIndex(), 9u);
+  EXPECT_EQ(*(*s)->Term(8), 2u);
+  EXPECT_EQ((*s)->LastIndex(), 12u);
 }
 
 TEST(RocksDbStorage, OpenReportsACommitIndexBeyondTheLog) {

@@ -27,6 +27,7 @@ class DiskView : public raft::Storage {
   absl::StatusOr<uint64_t> Term(uint64_t i) override { return disk_->Term(i); }
   uint64_t FirstIndex() override { return disk_->FirstIndex(); }
   uint64_t LastIndex() override { return disk_->LastIndex(); }
+  uint64_t SnapshotIndex() override { return disk_->SnapshotIndex(); }
   absl::StatusOr<raft::pb::Snapshot> GetSnapshot() override { return disk_->GetSnapshot(); }
   absl::Status Save(const raft::pb::HardState* hard_state,
                     const std::vector<raft::pb::Entry>& entries, bool sync) override {
@@ -35,9 +36,10 @@ class DiskView : public raft::Storage {
   absl::Status ApplySnapshot(const raft::pb::Snapshot& snapshot) override {
     return disk_->ApplySnapshot(snapshot);
   }
+  using raft::Storage::CreateSnapshot;
   absl::Status CreateSnapshot(uint64_t index, const raft::pb::ConfState& conf_state,
-                              std::string data) override {
-    return disk_->CreateSnapshot(index, conf_state, std::move(data));
+                              std::string data, const raft::LogRetention& keep) override {
+    return disk_->CreateSnapshot(index, conf_state, std::move(data), keep);
   }
   uint64_t RaftStateBytes() override { return disk_->RaftStateBytes(); }
   uint64_t SnapshotBytes() override { return disk_->SnapshotBytes(); }

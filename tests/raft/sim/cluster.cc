@@ -233,12 +233,13 @@ void Cluster::Apply(int i, const pb::Entry& e) {
     return Fail(absl::InternalError(absl::StrCat("node ", i + 1, " apply out of order: ", e.index(),
                                                  " after ", app.last_applied)));
   }
-  if (absl::Status s = checker_.OnApply(i + 1, e); !s.ok()) return Fail(s);
+  if (absl::Status s = checker_.OnApply(i + 1, nodes_[i].core->term(), e); !s.ok()) return Fail(s);
   app.last_applied = e.index();
   app.commands[e.index()] = e.data();  // no-op entries too (as "")
   if (options_.snapshot_interval > 0 && (e.index() + 1) % options_.snapshot_interval == 0) {
-    absl::Status s = nodes_[i].storage->CreateSnapshot(
-        e.index(), nodes_[i].core->ConfStateAt(e.index()), SnapshotData(app));
+    absl::Status s =
+        nodes_[i].storage->CreateSnapshot(e.index(), nodes_[i].core->ConfStateAt(e.index()),
+                                          SnapshotData(app), options_.log_retention);
     if (!s.ok() && s.code() != absl::StatusCode::kFailedPrecondition) Fail(s);
   }
 }

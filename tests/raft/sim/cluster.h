@@ -39,6 +39,8 @@ struct ClusterOptions {
   // 0: no snapshots. Otherwise the applier snapshots at every index i with
   // (i + 1) % snapshot_interval == 0, as 6.824's applierSnap does.
   uint64_t snapshot_interval = 0;
+  // Entries those snapshots leave in the log below their index.
+  LogRetention log_retention;
   // Print every event to stdout.
   bool verbose = false;
   Options raft;
