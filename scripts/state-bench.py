@@ -16,6 +16,17 @@ loopback, for each dataset size:
   BIN=build/rel/bin SIZES_GB="1 4" DUR=30 ./scripts/state-bench.py
   SERVER_FLAGS="--block-cache-bytes=..." ...
 
+A/B mode (AB set): server flag sets compared on one filled dataset, so the
+fill is paid once. For each size: fill with SERVER_FLAGS; then ROUNDS rounds,
+each variant in turn: all replicas restarted with SERVER_FLAGS + the variant's
+flags, an idle wait until the machine's CPU is quiet (compactions done, at
+most SETTLE seconds), DUR seconds of writes over the dataset (ops/s, p99, CPU
+busy and iowait %); plus, per round and variant, a fresh cluster's empty-store
+rate. Prints medians per variant.
+
+  AB="--memtable-bytes=33554432|--memtable-bytes=8388608" ROUNDS=3 SIZES_GB=4 \
+      BIN=build/rel/bin ./scripts/state-bench.py
+
 Prints a progress line per phase and a JSON line per dataset size.
 """
 import json
@@ -33,6 +44,9 @@ BIN = os.environ.get("BIN", "build/rel/bin")
 SIZES = [float(s) for s in os.environ.get("SIZES_GB", "1").split()]
 DUR = int(os.environ.get("DUR", "30"))
 SERVER_FLAGS = os.environ.get("SERVER_FLAGS", "").split()
+AB = [v.split() for v in os.environ["AB"].split("|")] if os.environ.get("AB") else None
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+SETTLE = int(os.environ.get("SETTLE", "120"))
 
 
 def free_port():
@@ -46,8 +60,10 @@ def log(msg):
 
 
 class Cluster:
-    def __init__(self, root):
+    def __init__(self, root, variant=()):
         self.root = root
+        self.variant = variant
+        os.makedirs(root, exist_ok=True)
         self.ports = {i: free_port() for i in (1, 2, 3)}
         self.peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in self.ports.items())
         self.procs = {}
@@ -61,7 +77,7 @@ class Cluster:
         d = f"{self.root}/{i}"
         self.procs[i] = subprocess.Popen(
             [f"{BIN}/kvraft-server", f"--id={i}", f"--peers={self.peers}", f"--data-dir={d}"]
-            + SERVER_FLAGS + list(extra),
+            + SERVER_FLAGS + list(self.variant) + list(extra),
             stdout=open(f"{self.root}/{i}.log", "a"), stderr=subprocess.STDOUT)
 
     def kill(self, i):
@@ -204,6 +220,77 @@ def run_size(gb, root):
     return result
 
 
+def cpu_times():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(f), f[3], f[4]  # total, idle, iowait
+
+
+def wait_quiet(limit):
+    """Until the CPU was >= 85% idle over 3 s (compactions finished), at most `limit` s."""
+    start = time.time()
+    while time.time() - start < limit:
+        t0, i0, _ = cpu_times()
+        time.sleep(3)
+        t1, i1, _ = cpu_times()
+        if (i1 - i0) >= 0.85 * (t1 - t0):
+            break
+    return round(time.time() - start)
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def run_ab(gb, root):
+    keys = int(gb * 1024 * 1024)
+    c = Cluster(f"{root}/data")
+    runs = {i: [] for i in range(len(AB))}
+    try:
+        c.wait_leader()
+        t0 = time.time()
+        r = kvbench(c, "--fill", f"--keys={keys}", "--clients=64", "--conns=64", "--duration=3600s")
+        log(f"{gb} GB: filled in {time.time() - t0:.0f} s ({r['ops_per_sec']:.0f} ops/s)")
+        c.stop()
+        for rnd in range(ROUNDS):
+            for v, flags in enumerate(AB):
+                e = Cluster(f"{root}/empty-{rnd}-{v}", flags)
+                try:
+                    e.wait_leader()
+                    e.kvctl("put", "warm", "up")
+                    er = kvbench(e, "--clients=64", "--conns=64", "--keys=10000", f"--duration={DUR}s")
+                finally:
+                    e.stop()
+                    shutil.rmtree(f"{root}/empty-{rnd}-{v}", ignore_errors=True)
+                c.variant = flags
+                for i in (1, 2, 3):
+                    c.start(i)
+                c.wait_leader()
+                settled = wait_quiet(SETTLE)
+                t0, i0, w0 = cpu_times()
+                r = kvbench(c, "--clients=64", "--conns=64", f"--keys={keys}", f"--duration={DUR}s")
+                t1, i1, w1 = cpu_times()
+                c.stop()
+                run = {"empty_ops": er["ops_per_sec"], "ops": r["ops_per_sec"],
+                       "p99_ms": r["latency_ms"]["p99"], "max_ms": r["latency_ms"]["max"],
+                       "cpu_busy_pct": round(100 * (1 - (i1 - i0) / (t1 - t0))),
+                       "iowait_pct": round(100 * (w1 - w0) / (t1 - t0)), "settled_s": settled}
+                runs[v].append(run)
+                log(f"{gb} GB round {rnd + 1} variant {v} {' '.join(flags)}: {run}")
+    finally:
+        c.stop()
+    out = {"dataset_gb": gb, "variants": []}
+    for v, flags in enumerate(AB):
+        rs = runs[v]
+        out["variants"].append({
+            "flags": " ".join(flags), "runs": rs,
+            "median_empty_ops": median([x["empty_ops"] for x in rs]),
+            "median_ops": median([x["ops"] for x in rs]),
+            "median_p99_ms": median([x["p99_ms"] for x in rs]),
+            "median_ratio": median([x["ops"] / x["empty_ops"] for x in rs])})
+    return out
+
+
 def main():
     host = f"{os.cpu_count()} cores, {open('/proc/loadavg').read().split()[0]} load"
     log(f"{host}, BIN={BIN}, sizes {SIZES} GB, {DUR} s per load point")
@@ -212,7 +299,7 @@ def main():
         for gb in SIZES:
             root = f"{base}/{gb}"
             os.makedirs(root)
-            print(json.dumps(run_size(gb, root)), flush=True)
+            print(json.dumps(run_ab(gb, root) if AB else run_size(gb, root)), flush=True)
             shutil.rmtree(root, ignore_errors=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
