@@ -103,6 +103,93 @@ bool IsPlainName(std::string_view name) {
          name.find_first_of(std::string_view("/\0", 2)) == std::string_view::npos;
 }
 
+// The base (database) side of a scan while range deletions are pending in the
+// batch: the database's keys minus those inside one of the ranges.
+class RangeSkippingIterator final : public rocksdb::Iterator {
+ public:
+  RangeSkippingIterator(rocksdb::Iterator* base,
+                        const std::vector<std::pair<std::string, std::string>>* ranges)
+      : base_(base), ranges_(ranges) {}
+  bool Valid() const override { return base_->Valid(); }
+  void SeekToFirst() override {
+    base_->SeekToFirst();
+    SkipForward();
+  }
+  void SeekToLast() override {
+    base_->SeekToLast();
+    SkipBackward();
+  }
+  void Seek(const rocksdb::Slice& target) override {
+    base_->Seek(target);
+    SkipForward();
+  }
+  void SeekForPrev(const rocksdb::Slice& target) override {
+    base_->SeekForPrev(target);
+    SkipBackward();
+  }
+  void Next() override {
+    base_->Next();
+    SkipForward();
+  }
+  void Prev() override {
+    base_->Prev();
+    SkipBackward();
+  }
+  rocksdb::Slice key() const override { return base_->key(); }
+  rocksdb::Slice value() const override { return base_->value(); }
+  rocksdb::Status status() const override { return base_->status(); }
+
+ private:
+  // The range holding the current key, if any.
+  const std::pair<std::string, std::string>* Covering() const {
+    const std::string_view k = V(base_->key());
+    for (const auto& r : *ranges_) {
+      if (k >= r.first && k < r.second) return &r;
+    }
+    return nullptr;
+  }
+  void SkipForward() {
+    while (base_->Valid()) {
+      const auto* r = Covering();
+      if (r == nullptr) return;
+      base_->Seek(r->second);
+    }
+  }
+  void SkipBackward() {
+    while (base_->Valid()) {
+      const auto* r = Covering();
+      if (r == nullptr) return;
+      base_->SeekForPrev(r->first);
+      if (base_->Valid() && V(base_->key()) == r->first) base_->Prev();
+    }
+  }
+  std::unique_ptr<rocksdb::Iterator> base_;
+  const std::vector<std::pair<std::string, std::string>>* ranges_;
+};
+
+// Replays a batch's operations into another (after its range deletions).
+class CopyOps final : public rocksdb::WriteBatch::Handler {
+ public:
+  explicit CopyOps(rocksdb::WriteBatch* to) : to_(to) {}
+  rocksdb::Status PutCF(uint32_t, const rocksdb::Slice& k, const rocksdb::Slice& v) override {
+    return to_->Put(k, v);
+  }
+  rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice& k) override { return to_->Delete(k); }
+  rocksdb::Status SingleDeleteCF(uint32_t, const rocksdb::Slice& k) override {
+    return to_->SingleDelete(k);
+  }
+  rocksdb::Status DeleteRangeCF(uint32_t, const rocksdb::Slice& b,
+                                const rocksdb::Slice& e) override {
+    return to_->DeleteRange(b, e);
+  }
+  rocksdb::Status MergeCF(uint32_t, const rocksdb::Slice&, const rocksdb::Slice&) override {
+    return rocksdb::Status::NotSupported("merge");
+  }
+
+ private:
+  rocksdb::WriteBatch* to_;
+};
+
 // AppState over one key prefix of the one column family, through the
 // pending batch. (One column family, not one per user: a column family that
 // is rarely written keeps every write-ahead log file alive until it flushes,
@@ -114,10 +201,14 @@ class DiskState::BatchedState final : public AppState {
   std::optional<std::string> Get(std::string_view key) const override {
     const std::string k = Full(key);
     std::string value;
-    rocksdb::Status s =
-        owner_->batch_->GetWriteBatch()->Count() == 0
-            ? owner_->db_->Get(rocksdb::ReadOptions(), S(k), &value)
-            : owner_->batch_->GetFromBatchAndDB(owner_->db_, rocksdb::ReadOptions(), S(k), &value);
+    rocksdb::Status s = owner_->InPendingRange(k)
+                            // Whatever the database holds there is deleted: only writes made
+                            // after the range deletion count.
+                            ? owner_->batch_->GetFromBatch(rocksdb::DBOptions(), S(k), &value)
+                            : owner_->batch_->GetWriteBatch()->Count() == 0
+                                  ? owner_->db_->Get(rocksdb::ReadOptions(), S(k), &value)
+                                  : owner_->batch_->GetFromBatchAndDB(
+                                        owner_->db_, rocksdb::ReadOptions(), S(k), &value);
     if (s.IsNotFound()) return std::nullopt;
     if (!s.ok()) owner_->Fail("read", s.ToString());
     return value;
@@ -131,20 +222,33 @@ class DiskState::BatchedState final : public AppState {
     if (!s.ok()) owner_->Fail("write", s.ToString());
   }
   void DeleteRange(std::string_view begin, std::string_view end) override {
-    // WriteBatchWithIndex has no range deletion: delete key by key, so the
-    // batch stays one atomic write with the applied index.
-    std::vector<std::string> keys;
-    Scan(begin, end, [&keys](std::string_view key, std::string_view) {
-      keys.emplace_back(key);
-      return true;
-    });
-    for (const std::string& key : keys) Delete(key);
+    // WriteBatchWithIndex has no range deletion. The range is kept aside and
+    // goes first into the batch's one atomic write (Commit); the keys this
+    // batch already wrote inside it are deleted in the batch itself, so what
+    // is written into the range from now on comes after the range deletion.
+    // Cost: the batch's own keys in the range, not the database's.
+    const std::string from = Full(begin);
+    const std::string to = Limit(end);
+    if (from >= to) return;
+    std::vector<std::string> pending;
+    std::unique_ptr<rocksdb::WBWIIterator> it(owner_->batch_->NewIterator());
+    for (it->Seek(S(from)); it->Valid(); it->Next()) {
+      const std::string_view k = V(it->Entry().key);
+      if (k >= to) break;
+      if (pending.empty() || pending.back() != k) pending.emplace_back(k);
+    }
+    for (const std::string& k : pending) {
+      rocksdb::Status s = owner_->batch_->Delete(S(k));
+      if (!s.ok()) owner_->Fail("write", s.ToString());
+    }
+    owner_->range_deletes_.emplace_back(from, to);
   }
   void Scan(std::string_view begin, std::string_view end, Visitor visit) const override {
-    // Past this prefix's keys: the prefix byte plus one.
-    const std::string limit =
-        end.empty() ? std::string(1, static_cast<char>(prefix_[0] + 1)) : Full(end);
+    const std::string limit = Limit(end);
     std::unique_ptr<rocksdb::Iterator> it(owner_->db_->NewIterator(rocksdb::ReadOptions()));
+    if (!owner_->range_deletes_.empty()) {
+      it.reset(new RangeSkippingIterator(it.release(), &owner_->range_deletes_));
+    }
     if (owner_->batch_->GetWriteBatch()->Count() > 0) {
       it.reset(owner_->batch_->NewIteratorWithBase(it.release()));
     }
@@ -157,6 +261,11 @@ class DiskState::BatchedState final : public AppState {
   }
 
  private:
+  // The full key `end` names; past this prefix's keys (the prefix byte plus
+  // one) if empty.
+  std::string Limit(std::string_view end) const {
+    return end.empty() ? std::string(1, static_cast<char>(prefix_[0] + 1)) : Full(end);
+  }
   std::string Full(std::string_view key) const {
     std::string k;
     k.reserve(key.size() + 1);
@@ -276,6 +385,7 @@ absl::Status DiskState::OpenLive(const std::string& name) {
   db_ = opened;
   live_ = name;
   batch_->Clear();
+  range_deletes_.clear();
   std::optional<std::string> id = GetMeta(kIdKey);
   uint64_t parsed = 0;
   if (id && id->size() == sizeof(parsed)) {
@@ -292,6 +402,7 @@ absl::Status DiskState::OpenLive(const std::string& name) {
 void DiskState::CloseLive() {
   if (db_ == nullptr) return;
   batch_->Clear();
+  range_deletes_.clear();
   db_->Close();
   delete db_;
   db_ = nullptr;
@@ -310,13 +421,32 @@ void DiskState::ScanMeta(std::string_view prefix, AppState::Visitor visit) const
   });
 }
 
+bool DiskState::InPendingRange(std::string_view key) const {
+  for (const auto& [from, to] : range_deletes_) {
+    if (key >= from && key < to) return true;
+  }
+  return false;
+}
+
 void DiskState::Commit() {
-  if (batch_->GetWriteBatch()->Count() == 0) return;
+  if (batch_->GetWriteBatch()->Count() == 0 && range_deletes_.empty()) return;
   rocksdb::WriteOptions wo;
   wo.sync = false;
-  rocksdb::Status s = db_->Write(wo, batch_->GetWriteBatch());
+  rocksdb::Status s;
+  if (range_deletes_.empty()) {
+    s = db_->Write(wo, batch_->GetWriteBatch());
+  } else {
+    // The range deletions first, then the batch's operations (DeleteRange
+    // explains why that order is the order they were made in).
+    rocksdb::WriteBatch all;
+    for (const auto& [from, to] : range_deletes_) s = all.DeleteRange(S(from), S(to));
+    CopyOps copy(&all);
+    if (s.ok()) s = batch_->GetWriteBatch()->Iterate(&copy);
+    if (s.ok()) s = db_->Write(wo, &all);
+  }
   if (!s.ok()) Fail("write", s.ToString());
   batch_->Clear();
+  range_deletes_.clear();
 }
 
 void DiskState::Step(std::string_view step) const {

@@ -147,12 +147,16 @@ class DiskState {
   std::string Path(std::string_view name) const;
   [[noreturn]] void Fail(const std::string& what, const std::string& why) const;
   void Step(std::string_view step) const;
+  bool InPendingRange(std::string_view key) const;
 
   const DiskStateOptions options_;
   std::shared_ptr<rocksdb::Cache> cache_;
   std::string live_;  // the live directory's name
   rocksdb::DB* db_ = nullptr;
   std::unique_ptr<rocksdb::WriteBatchWithIndex> batch_;
+  // Range deletions of the pending batch, [from, to) in full keys: written
+  // before the batch's other operations at Commit.
+  std::vector<std::pair<std::string, std::string>> range_deletes_;
   std::unique_ptr<BatchedState> app_;
   std::unique_ptr<BatchedState> meta_;
   uint64_t id_ = 0;

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -89,6 +90,64 @@ TEST(DiskState, ScanSeesCommittedAndPendingWritesInOrderAndDeleteRangeRemovesBot
   keys.clear();
   for (const auto& [k, v] : All(*s->app())) keys.push_back(k);
   EXPECT_EQ(keys, (std::vector<std::string>{Key(0), Key(1), Key(2), Key(7), Key(8), Key(9)}));
+}
+
+// The state on disk behaves as the in-memory AppState under random Put,
+// Delete, DeleteRange (a RocksDB range deletion, kept aside until the batch is
+// written), Get and Scan, with batches committed or lost to a crash at random.
+TEST(DiskState, BehavesAsTheMemoryStateUnderRandomWritesRangeDeletesAndCrashes) {
+  for (uint32_t seed = 1; seed <= 3; ++seed) {
+    SCOPED_TRACE(seed);
+    TempDir dir;
+    std::mt19937 rng(seed);
+    auto s = MustOpen(dir.path());
+    MemoryAppState model, committed;
+    auto key = [&rng] { return absl::StrFormat("k%03d", static_cast<int>(rng() % 200)); };
+    auto scan = [](const AppState& st, const std::string& from, const std::string& to) {
+      std::vector<std::pair<std::string, std::string>> out;
+      st.Scan(from, to, [&out](std::string_view k, std::string_view v) {
+        out.emplace_back(k, v);
+        return true;
+      });
+      return out;
+    };
+    for (int op = 0; op < 6000; ++op) {
+      const int r = static_cast<int>(rng() % 100);
+      if (r < 35) {
+        const std::string k = key(), v = absl::StrCat("v", op);
+        s->app()->Put(k, v);
+        model.Put(k, v);
+      } else if (r < 45) {
+        const std::string k = key();
+        s->app()->Delete(k);
+        model.Delete(k);
+      } else if (r < 53) {
+        std::string from = key(), to = rng() % 8 == 0 ? "" : key();
+        if (!to.empty() && to < from) std::swap(from, to);
+        s->app()->DeleteRange(from, to);
+        model.DeleteRange(from, to);
+      } else if (r < 70) {
+        const std::string k = key();
+        ASSERT_EQ(s->app()->Get(k), model.Get(k)) << "op " << op << " get " << k;
+      } else if (r < 82) {
+        std::string from = key(), to = rng() % 4 == 0 ? "" : key();
+        if (!to.empty() && to < from) std::swap(from, to);
+        ASSERT_EQ(scan(*s->app(), from, to), scan(model, from, to))
+            << "op " << op << " scan [" << from << ", " << to << ")";
+      } else if (r < 95) {
+        s->PutMeta("applied", absl::StrCat(op));
+        s->Commit();
+        committed = model;
+      } else {
+        // A crash: the pending batch is lost.
+        s.reset();
+        s = MustOpen(dir.path());
+        model = committed;
+        ASSERT_EQ(scan(*s->app(), "", ""), scan(model, "", "")) << "op " << op << " reopen";
+      }
+    }
+    EXPECT_TRUE(s->GetMeta("applied").has_value()) << "a range deletion reached the meta keys";
+  }
 }
 
 TEST(DiskState, ACheckpointRestoredOnAnotherReplicaIsTheCommittedStateAtItsIndex) {
