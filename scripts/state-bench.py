@@ -2,7 +2,8 @@
 """State-on-disk benchmark (issue 15; not a test): 3 kvraft-server replicas on
 loopback, for each dataset size:
 
-  1. 64 clients writing 1 KiB values over 10,000 keys on the empty store;
+  1. 64 clients writing 1 KiB values over 10,000 keys on the empty store
+     (writes only: kvbench --read-ratio=0, its default being half reads);
   2. fill: every key of the dataset written once (kvbench --fill);
   3. 64 clients writing 1 KiB values over the whole dataset (snapshots are
      taken every --snapshot-threshold-bytes of log meanwhile): ops/s, p99, max
@@ -130,7 +131,7 @@ class Cluster:
 
 def kvbench(cluster, *args, sample=None):
     p = subprocess.Popen([f"{BIN}/kvbench", f"--endpoints={cluster.endpoints()}", "-w", "json",
-                          "--value-size=1024", "--random-values"] + list(args),
+                          "--value-size=1024", "--random-values", "--read-ratio=0"] + list(args),
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     while p.poll() is None:
         if sample:
