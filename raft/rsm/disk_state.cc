@@ -103,12 +103,21 @@ bool IsPlainName(std::string_view name) {
          name.find_first_of(std::string_view("/\0", 2)) == std::string_view::npos;
 }
 
+using KeyRanges = std::vector<std::pair<std::string, std::string>>;
+
+// The range [from, to) of `ranges` holding `key`, if any.
+const std::pair<std::string, std::string>* RangeOf(const KeyRanges& ranges, std::string_view key) {
+  for (const auto& r : ranges) {
+    if (key >= r.first && key < r.second) return &r;
+  }
+  return nullptr;
+}
+
 // The base (database) side of a scan while range deletions are pending in the
 // batch: the database's keys minus those inside one of the ranges.
 class RangeSkippingIterator final : public rocksdb::Iterator {
  public:
-  RangeSkippingIterator(rocksdb::Iterator* base,
-                        const std::vector<std::pair<std::string, std::string>>* ranges)
+  RangeSkippingIterator(rocksdb::Iterator* base, const KeyRanges* ranges)
       : base_(base), ranges_(ranges) {}
   bool Valid() const override { return base_->Valid(); }
   void SeekToFirst() override {
@@ -140,31 +149,23 @@ class RangeSkippingIterator final : public rocksdb::Iterator {
   rocksdb::Status status() const override { return base_->status(); }
 
  private:
-  // The range holding the current key, if any.
-  const std::pair<std::string, std::string>* Covering() const {
-    const std::string_view k = V(base_->key());
-    for (const auto& r : *ranges_) {
-      if (k >= r.first && k < r.second) return &r;
-    }
-    return nullptr;
-  }
   void SkipForward() {
     while (base_->Valid()) {
-      const auto* r = Covering();
+      const auto* r = RangeOf(*ranges_, V(base_->key()));
       if (r == nullptr) return;
       base_->Seek(r->second);
     }
   }
   void SkipBackward() {
     while (base_->Valid()) {
-      const auto* r = Covering();
+      const auto* r = RangeOf(*ranges_, V(base_->key()));
       if (r == nullptr) return;
       base_->SeekForPrev(r->first);
       if (base_->Valid() && V(base_->key()) == r->first) base_->Prev();
     }
   }
   std::unique_ptr<rocksdb::Iterator> base_;
-  const std::vector<std::pair<std::string, std::string>>* ranges_;
+  const KeyRanges* ranges_;
 };
 
 // Replays a batch's operations into another (after its range deletions).
@@ -201,7 +202,7 @@ class DiskState::BatchedState final : public AppState {
   std::optional<std::string> Get(std::string_view key) const override {
     const std::string k = Full(key);
     std::string value;
-    rocksdb::Status s = owner_->InPendingRange(k)
+    rocksdb::Status s = RangeOf(owner_->range_deletes_, k) != nullptr
                             // Whatever the database holds there is deleted: only writes made
                             // after the range deletion count.
                             ? owner_->batch_->GetFromBatch(rocksdb::DBOptions(), S(k), &value)
@@ -421,13 +422,6 @@ void DiskState::ScanMeta(std::string_view prefix, AppState::Visitor visit) const
   });
 }
 
-bool DiskState::InPendingRange(std::string_view key) const {
-  for (const auto& [from, to] : range_deletes_) {
-    if (key >= from && key < to) return true;
-  }
-  return false;
-}
-
 void DiskState::Commit() {
   if (batch_->GetWriteBatch()->Count() == 0 && range_deletes_.empty()) return;
   rocksdb::WriteOptions wo;
@@ -439,7 +433,10 @@ void DiskState::Commit() {
     // The range deletions first, then the batch's operations (DeleteRange
     // explains why that order is the order they were made in).
     rocksdb::WriteBatch all;
-    for (const auto& [from, to] : range_deletes_) s = all.DeleteRange(S(from), S(to));
+    for (const auto& [from, to] : range_deletes_) {
+      s = all.DeleteRange(S(from), S(to));
+      if (!s.ok()) break;
+    }
     CopyOps copy(&all);
     if (s.ok()) s = batch_->GetWriteBatch()->Iterate(&copy);
     if (s.ok()) s = db_->Write(wo, &all);

@@ -147,7 +147,6 @@ class DiskState {
   std::string Path(std::string_view name) const;
   [[noreturn]] void Fail(const std::string& what, const std::string& why) const;
   void Step(std::string_view step) const;
-  bool InPendingRange(std::string_view key) const;
 
   const DiskStateOptions options_;
   std::shared_ptr<rocksdb::Cache> cache_;

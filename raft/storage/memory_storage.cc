@@ -179,13 +179,9 @@ absl::Status MemoryStorage::CreateSnapshot(uint64_t index, const pb::ConfState& 
   snap.set_data(std::move(data));
   snapshot_ = std::move(snap);
   // Entries (start, index] stay; entry `start` becomes the dummy.
-  uint64_t start = index;
   uint64_t kept = 0;
-  while (start > offset && index - start < keep.entries &&
-         kept + EntryBytes(entries_[start - offset]) <= keep.bytes) {
-    kept += EntryBytes(entries_[start - offset]);
-    --start;
-  }
+  const uint64_t start = KeptLogStart(
+      index, offset, keep, [&](uint64_t i) { return EntryBytes(entries_[i - offset]); }, &kept);
   for (uint64_t i = 1; i <= start - offset; ++i) entry_bytes_ -= EntryBytes(entries_[i]);
   entries_.erase(entries_.begin(), entries_.begin() + (start - offset));
   entries_[0].clear_data();

@@ -37,9 +37,8 @@ std::string LogStartValue(uint64_t index, uint64_t term) {
 // "e" + big-endian index: RocksDB's bytewise order is then index order, so a
 // prefix of the log is one contiguous key range (one DeleteRange).
 std::string EntryKey(uint64_t index) {
-  std::string key(9, '\0');
-  key[0] = kEntryPrefix;
-  for (int i = 0; i < 8; ++i) key[1 + i] = static_cast<char>((index >> (56 - 8 * i)) & 0xff);
+  std::string key(1, kEntryPrefix);
+  PutBigEndian(index, &key);
   return key;
 }
 
@@ -366,7 +365,7 @@ absl::Status RocksDbStorage::ApplySnapshot(const pb::Snapshot& snapshot) {
 absl::Status RocksDbStorage::CreateSnapshot(uint64_t index, const pb::ConfState& conf_state,
                                             std::string data, const LogRetention& keep) {
   pb::SnapshotMetadata meta;
-  uint64_t offset, start, start_term, kept = 0;
+  uint64_t offset, start, start_term, kept;
   {
     absl::MutexLock lock(&mu_);
     const uint64_t snap = snapshot_meta_.index();
@@ -386,12 +385,9 @@ absl::Status RocksDbStorage::CreateSnapshot(uint64_t index, const pb::ConfState&
     meta.set_term(term_of(index));
     *meta.mutable_conf_state() = conf_state;
     // Entries (start, index] stay; the log then starts after `start`.
-    start = index;
-    while (start > offset && index - start < keep.entries &&
-           kept + entries_[start - offset - 1].ByteSizeLong() <= keep.bytes) {
-      kept += entries_[start - offset - 1].ByteSizeLong();
-      --start;
-    }
+    start = KeptLogStart(
+        index, offset, keep, [&](uint64_t i) { return entries_[i - offset - 1].ByteSizeLong(); },
+        &kept);
     start_term = term_of(start);
   }
   rocksdb::WriteBatch batch;

@@ -26,6 +26,7 @@
 #include <span>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "proto/raft.pb.h"
@@ -110,6 +111,13 @@ class Storage {
   // Bytes of the stored snapshot data.
   virtual uint64_t SnapshotBytes() = 0;
 };
+
+// Where the log starts after a snapshot at `index` that keeps what `keep`
+// allows: the entry before the first one kept (index itself if none is
+// kept), never below `offset` (FirstIndex() - 1 now). `bytes_of(i)` is entry
+// i's size; `kept_bytes` receives the kept entries' total.
+uint64_t KeptLogStart(uint64_t index, uint64_t offset, const LogRetention& keep,
+                      absl::FunctionRef<uint64_t(uint64_t i)> bytes_of, uint64_t* kept_bytes);
 
 // Whether `entries` can follow entry (prev_index, prev_term) in a log: indexes
 // prev_index + 1, prev_index + 2, ... and terms that never decrease.
