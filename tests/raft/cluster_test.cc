@@ -214,6 +214,8 @@ TEST(RaftGrpcCluster, SnapshotsKeepALogTailForFollowersALittleBehind) {
     if (!c.running(id)) continue;
     ASSERT_TRUE(c.node(id)->WaitForApplied(last, kTimeout));
     auto [index, state] = c.app(id)->Capture();
+    // The Node counts an entry applied once the callback returned.
+    ASSERT_TRUE(c.node(id)->WaitForApplied(index, kTimeout));
     ASSERT_TRUE(c.node(id)->Snapshot(index, state).ok());
     const NodeStatus st = c.node(id)->GetStatus();
     EXPECT_EQ(st.snapshot_index, index);
@@ -230,6 +232,7 @@ TEST(RaftGrpcCluster, SnapshotsKeepALogTailForFollowersALittleBehind) {
 
   // The lagger snapshots (keeping entries below) and restarts.
   auto [index, state] = c.app(lagger)->Capture();
+  ASSERT_TRUE(c.node(lagger)->WaitForApplied(index, kTimeout));
   ASSERT_TRUE(c.node(lagger)->Snapshot(index, state).ok());
   ASSERT_LT(c.node(lagger)->GetStatus().first_index, index);
   c.StopNode(lagger);
